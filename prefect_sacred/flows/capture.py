@@ -1,0 +1,243 @@
+"""Captured output, Sacred's ``fd``, ``sys`` and ``no`` modes, without losing the last lines.
+
+``fd`` redirects file descriptors 1 and 2 into pipes that a reader thread copies to the terminal
+and into a buffer: prints, Prefect's ``log_prints`` lines, C extensions and subprocesses are all
+caught. Stopping restores the descriptors first and then waits for the pipes to drain, so the
+tail is never lost (Sacred's ``fd`` mode drops it racily).
+
+``fd`` capture is a process-wide resource: a run that starts while another run in the same
+process holds it falls back to ``sys`` mode. ``sys`` mode routes writes by context variable, so
+overlapping runs in one process each get only their own output.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextvars
+import logging
+import os
+import sys
+import threading
+from typing import Any, Protocol, TextIO
+
+__all__ = ["CAPTURE_MODES", "Capture", "apply_backspaces_and_linefeeds", "start_capture"]
+
+CAPTURE_MODES = ("fd", "sys", "no")
+DEFAULT_CAPTURE_MODE = "fd" if os.name == "posix" else "sys"
+
+logger = logging.getLogger(__name__)
+
+
+class Capture(Protocol):
+    mode: str
+
+    def read(self) -> str:
+        """Text written since the previous read."""
+        ...
+
+    def stop(self) -> None:
+        """Stop capturing; everything written before this call is still readable afterwards."""
+        ...
+
+    def bind(self) -> contextvars.Token[Any] | None:
+        """Route output of the calling context into this capture (only ``sys`` mode needs it)."""
+        ...
+
+
+def start_capture(mode: str) -> Capture:
+    """Start capturing output in ``mode`` (one of ``CAPTURE_MODES``)."""
+    if mode == "fd":
+        if _fd_lock.acquire(blocking=False):
+            try:
+                return _FdCapture()
+            except Exception:
+                _fd_lock.release()
+                raise
+        logger.warning("another run in this process captures fds 1 and 2; using capture mode 'sys'")
+        mode = "sys"
+    if mode == "sys":
+        return _SysCapture()
+    if mode == "no":
+        return _NoCapture()
+    raise ValueError(f"capture mode must be one of {', '.join(CAPTURE_MODES)}, not {mode!r}")
+
+
+class _NoCapture:
+    mode = "no"
+
+    def read(self) -> str:
+        return ""
+
+    def stop(self) -> None:
+        pass
+
+    def bind(self) -> None:
+        return None
+
+
+_fd_lock = threading.Lock()
+
+
+class _FdCapture:
+    mode = "fd"
+
+    def __init__(self) -> None:
+        self._chunks: list[bytes] = []
+        self._lock = threading.Lock()
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._flush_std_streams()
+        self._saved = {fd: os.dup(fd) for fd in (1, 2)}
+        self._pumps: list[threading.Thread] = []
+        for fd in (1, 2):
+            read_end, write_end = os.pipe()
+            os.dup2(write_end, fd)
+            os.close(write_end)
+            pump = threading.Thread(
+                target=self._pump, args=(read_end, self._saved[fd]), daemon=True,
+                name=f"prefect-sacred-capture-fd{fd}",
+            )
+            pump.start()
+            self._pumps.append(pump)
+        self._stopped = False
+
+    def _pump(self, read_end: int, terminal: int) -> None:
+        while chunk := os.read(read_end, 1 << 16):
+            with self._lock:
+                self._chunks.append(chunk)
+            view = memoryview(chunk)
+            try:
+                while view:
+                    view = view[os.write(terminal, view):]
+            except OSError:  # the terminal went away; keep capturing regardless
+                pass
+        os.close(read_end)
+
+    def read(self) -> str:
+        with self._lock:
+            data = b"".join(self._chunks)
+            self._chunks.clear()
+        return self._decoder.decode(data, final=self._stopped)
+
+    def stop(self) -> None:
+        if self._stopped:
+            return
+        self._flush_std_streams()
+        for fd, saved in self._saved.items():
+            os.dup2(saved, fd)  # closes our write end of the pipe: the pump sees EOF once drained
+        for pump in self._pumps:
+            # A subprocess that outlives the run keeps the pipe open; don't wait for it forever.
+            pump.join(timeout=2.0)
+        if not any(pump.is_alive() for pump in self._pumps):
+            for saved in self._saved.values():
+                os.close(saved)
+        self._stopped = True
+        _fd_lock.release()
+
+    def bind(self) -> None:
+        return None
+
+    @staticmethod
+    def _flush_std_streams() -> None:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:
+                pass
+
+
+_sys_sink: contextvars.ContextVar[_SysCapture | None] = contextvars.ContextVar(
+    "prefect_sacred_sys_sink", default=None
+)
+
+
+class _Tee:
+    """Replaces ``sys.stdout``/``sys.stderr`` while any ``sys`` capture is active."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        sink = _sys_sink.get()
+        if sink is not None:
+            sink._append(text)
+        return self._stream.write(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+_tee_lock = threading.Lock()
+_tee_users = 0
+
+
+class _SysCapture:
+    mode = "sys"
+
+    def __init__(self) -> None:
+        global _tee_users
+        self._parts: list[str] = []
+        self._lock = threading.Lock()
+        with _tee_lock:
+            if _tee_users == 0:
+                sys.stdout = _Tee(sys.stdout)  # type: ignore[assignment]
+                sys.stderr = _Tee(sys.stderr)  # type: ignore[assignment]
+            _tee_users += 1
+        self._stopped = False
+
+    def bind(self) -> contextvars.Token[Any]:
+        return _sys_sink.set(self)
+
+    def _append(self, text: str) -> None:
+        if not self._stopped:
+            with self._lock:
+                self._parts.append(text)
+
+    def read(self) -> str:
+        with self._lock:
+            text = "".join(self._parts)
+            self._parts.clear()
+        return text
+
+    def stop(self) -> None:
+        global _tee_users
+        if self._stopped:
+            return
+        self._stopped = True
+        with _tee_lock:
+            _tee_users -= 1
+            if _tee_users == 0:
+                for name in ("stdout", "stderr"):
+                    stream = getattr(sys, name)
+                    if isinstance(stream, _Tee):
+                        setattr(sys, name, stream._stream)
+
+
+def apply_backspaces_and_linefeeds(text: str) -> str:
+    """Render ``\\r`` and ``\\b`` the way a terminal shows them, line by line.
+
+    Progress bars that redraw a line with ``\\r`` are stored as their final state. A ``\\r`` that
+    ends the text is kept, so the next chunk of output can still overwrite that line. Use it as
+    ``ex.captured_out_filter = apply_backspaces_and_linefeeds``.
+    """
+    lines = text.split("\n")
+    rendered = []
+    last_line = len(lines) - 1
+    for index, line in enumerate(lines):
+        chars: list[str] = []
+        cursor = 0
+        for position, char in enumerate(line):
+            if char == "\r" and not (index == last_line and position == len(line) - 1):
+                cursor = 0
+                continue
+            if char == "\b":
+                cursor = max(0, cursor - 1)
+                continue
+            if char == "\r":  # the trailing one: keep it at the end of the line
+                cursor = len(chars)
+            if cursor < len(chars):
+                chars[cursor] = char
+            else:
+                chars.append(char)
+            cursor += 1
+        rendered.append("".join(chars))
+    return "\n".join(rendered)

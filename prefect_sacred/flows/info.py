@@ -1,0 +1,157 @@
+"""What Sacred records about the code and the machine: experiment info and host info."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.metadata
+import os
+import platform
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from prefect_sacred.observers.registry import redact
+
+__all__ = ["gather_experiment_info", "gather_host_info", "md5_of_file"]
+
+
+def md5_of_file(path: str | os.PathLike[str]) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def gather_experiment_info(name: str, base_dir: str, mainfile: str | None) -> dict[str, Any]:
+    """Sacred's ``ex_info``: name, base_dir, sources, dependencies, repositories, mainfile."""
+    source_paths = _local_source_files(base_dir, mainfile)
+    sources = [(os.path.relpath(path, base_dir), md5_of_file(path)) for path in source_paths]
+    return {
+        "name": name,
+        "base_dir": base_dir,
+        "sources": sources,
+        "dependencies": _imported_distributions(),
+        "repositories": _repositories(source_paths),
+        "mainfile": os.path.relpath(mainfile, base_dir) if mainfile else None,
+    }
+
+
+def _local_source_files(base_dir: str, mainfile: str | None) -> list[str]:
+    """The main file plus every imported module that lives under ``base_dir``."""
+    base = Path(base_dir).resolve()
+    found: set[Path] = set()
+    if mainfile and os.path.isfile(mainfile):
+        found.add(Path(mainfile).resolve())
+    for module in list(sys.modules.values()):
+        filename = getattr(module, "__file__", None)
+        if not filename or not filename.endswith((".py", ".pyx")):
+            continue
+        path = Path(filename).resolve()
+        if not path.is_relative_to(base):
+            continue
+        parts = path.relative_to(base).parts
+        # Installed packages inside the project (a .venv next to the script) are dependencies.
+        if any(part in {"site-packages", "dist-packages"} or part.startswith(".") for part in parts):
+            continue
+        found.add(path)
+    return sorted(str(path) for path in found if path.is_file())
+
+
+def _imported_distributions() -> list[str]:
+    """``name==version`` of every installed distribution that provides an imported module."""
+    providers = importlib.metadata.packages_distributions()
+    names: set[str] = set()
+    for module_name in list(sys.modules):
+        top = module_name.partition(".")[0]
+        names.update(providers.get(top, ()))
+    dependencies = set()
+    for name in names:
+        try:
+            dependencies.add(f"{name}=={importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return sorted(dependencies, key=str.lower)
+
+
+def _git(cwd: str, *args: str) -> str | None:
+    try:
+        done = subprocess.run(
+            ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=5, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def _repositories(source_paths: list[str]) -> list[dict[str, Any]]:
+    repositories: dict[str, dict[str, Any]] = {}
+    for directory in sorted({os.path.dirname(path) for path in source_paths}):
+        top = _git(directory, "rev-parse", "--show-toplevel")
+        if not top or top in repositories:
+            continue
+        commit = _git(top, "rev-parse", "HEAD")
+        if commit is None:  # a repository without commits
+            continue
+        url = _git(top, "remote", "get-url", "origin") or top
+        status = _git(top, "status", "--porcelain", "--untracked-files=no")
+        repositories[top] = {"url": redact(url), "commit": commit, "dirty": bool(status)}
+    return list(repositories.values())
+
+
+@functools.cache
+def _static_host_info() -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "hostname": socket.gethostname(),
+        "os": [platform.system(), platform.platform()],
+        "python_version": platform.python_version(),
+        "cpu": _cpu_name(),
+    }
+    gpus = _gpus()
+    if gpus is not None:
+        info["gpus"] = gpus
+    return info
+
+
+def gather_host_info(captured_env: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Sacred's ``host_info``, with ``ENV`` holding the chosen environment variables."""
+    info = dict(_static_host_info())
+    info["ENV"] = {name: os.environ[name] for name in captured_env if name in os.environ}
+    return info
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _gpus() -> dict[str, Any] | None:
+    try:
+        done = subprocess.run(
+            [
+                "nvidia-smi",
+                "--query-gpu=name,memory.total,persistence_mode,driver_version",
+                "--format=csv,noheader,nounits",
+            ],
+            capture_output=True, text=True, timeout=10, check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if done.returncode != 0:
+        return None
+    gpus, driver = [], None
+    for line in done.stdout.strip().splitlines():
+        model, memory, persistence, driver = (field.strip() for field in line.split(","))
+        gpus.append(
+            {"model": model, "total_memory": int(float(memory)), "persistence_mode": persistence == "Enabled"}
+        )
+    return {"gpus": gpus, "driver_version": driver}

@@ -1,0 +1,170 @@
+"""Prefect flow-run states mapped onto Sacred's events.
+
+| Prefect                                   | event                                   | status      |
+|-------------------------------------------|-----------------------------------------|-------------|
+| on_running (first attempt only)           | started_event                           | RUNNING     |
+| on_completion                             | completed_event(stop_time, result)      | COMPLETED   |
+| on_failure                                | failed_event(fail_time, fail_trace)     | FAILED      |
+| on_failure, state TimedOut                | interrupted_event(status="TIMEOUT")     | TIMEOUT     |
+| on_crashed: KeyboardInterrupt, SIGTERM    | interrupted_event(status="INTERRUPTED") | INTERRUPTED |
+| on_crashed: sys.exit, other crashes       | failed_event                            | FAILED      |
+| on_cancellation                           | interrupted_event(status="INTERRUPTED") | INTERRUPTED |
+
+Cancellation of a served run, and a SIGKILL of its process, run the hook in the serve process,
+which never saw the run: there the observers are rebuilt from the experiment module and the
+environment, and the run's ``_id`` is read back from the flow run's labels.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import TYPE_CHECKING, Any
+
+from prefect.exceptions import TerminationSignal
+
+from prefect_sacred.flows import prefect_api
+from prefect_sacred.flows.run import Run, observer_name
+from prefect_sacred.serialization import utcnow
+
+if TYPE_CHECKING:
+    from uuid import UUID
+
+    from prefect import Flow
+    from prefect.client.schemas.objects import FlowRun
+    from prefect.states import State
+
+    from prefect_sacred.flows.experiment import Experiment
+
+__all__ = ["RunLifecycle"]
+
+_INTERRUPTS = (KeyboardInterrupt, TerminationSignal)
+
+
+class RunLifecycle:
+    """The five flow hooks of one experiment, and the runs they keep alive in this process.
+
+    Runs are keyed by flow-run id, so any number of runs of the experiment can overlap.
+    """
+
+    def __init__(self, experiment: Experiment) -> None:
+        self._experiment = experiment
+        self._live: dict[UUID, Run] = {}
+        self._lock = threading.Lock()
+
+    def live_run(self, flow_run_id: UUID) -> Run | None:
+        with self._lock:
+            return self._live.get(flow_run_id)
+
+    def _pop(self, flow_run_id: UUID) -> Run | None:
+        with self._lock:
+            return self._live.pop(flow_run_id, None)
+
+    # Prefect calls runner-side hooks by keyword: the parameters must be named exactly so.
+
+    def on_running(self, flow: Flow[Any, Any], flow_run: FlowRun, state: State[Any]) -> None:
+        with self._lock:
+            if flow_run.id in self._live:  # a retry: Prefect re-fires on_running per attempt
+                return
+            run = self._experiment._create_run(flow_run)
+            self._live[flow_run.id] = run
+        run.logger = _run_logger(flow, flow_run)
+        run.start()
+        if run.start_error is None:
+            run.logger.info('Started run with ID "%s"', run._id)
+            if run._id is not None:
+                prefect_api.label_run_id(flow_run.id, run._id)
+
+    def on_completion(self, flow: Flow[Any, Any], flow_run: FlowRun, state: State[Any]) -> None:
+        run = self._pop(flow_run.id)
+        if run is None:
+            return
+        _note_state(run, state)
+        run.complete(run.result)
+        self._report(flow_run, run)
+
+    def on_failure(self, flow: Flow[Any, Any], flow_run: FlowRun, state: State[Any]) -> None:
+        run = self._pop(flow_run.id)
+        if run is None:
+            return
+        _note_state(run, state)
+        if state.name == "TimedOut":
+            run.interrupt("TIMEOUT")
+        else:
+            run.fail(run.fail_trace or _trace_from_state(state))
+        self._report(flow_run, run)
+
+    def on_crashed(self, flow: Flow[Any, Any], flow_run: FlowRun, state: State[Any]) -> None:
+        run = self._pop(flow_run.id)
+        if run is None:
+            # The flow's process is gone (SIGKILL, OOM): this is the serve process or a worker.
+            self._finish_elsewhere(flow, flow_run, state, interrupted=False)
+            return
+        _note_state(run, state)
+        if isinstance(run.exception, _INTERRUPTS):
+            run.interrupt("INTERRUPTED")
+        else:  # sys.exit() and crashes of the engine itself
+            run.fail(run.fail_trace or _trace_from_state(state))
+        self._report(flow_run, run)
+
+    def on_cancellation(self, flow: Flow[Any, Any], flow_run: FlowRun, state: State[Any]) -> None:
+        run = self._pop(flow_run.id)
+        if run is None:
+            self._finish_elsewhere(flow, flow_run, state, interrupted=True)
+            return
+        _note_state(run, state)
+        run.interrupt("INTERRUPTED")
+        self._report(flow_run, run)
+
+    def _report(self, flow_run: FlowRun, run: Run) -> None:
+        prefect_api.publish_summary(flow_run.id, run)
+        if run.logger is not None:
+            places = "; ".join(f"{name}: {where}" for name, where in run.locations())
+            run.logger.info("Run %s %s%s", run._id, run.status, f" (stored by {places})" if places else "")
+
+    def _finish_elsewhere(
+        self, flow: Flow[Any, Any], flow_run: FlowRun, state: State[Any], interrupted: bool
+    ) -> None:
+        """Record the end of a run whose process is gone, from the process running this hook."""
+        log = _run_logger(flow, flow_run)
+        try:
+            run_id = prefect_api.read_run_id(flow_run.id)
+        except Exception as exc:
+            log.error("cannot read the run id of flow run %s: %s", flow_run.id, exc)
+            return
+        if run_id is None:
+            log.warning("flow run %s has no experiment run id; nothing to record", flow_run.id)
+            return
+        now = utcnow()
+        for observer in self._experiment._observers_for_deployment():
+            name = observer_name(observer)
+            try:
+                reattach = getattr(observer, "reattach", None)
+                if not callable(reattach) or not reattach(run_id):
+                    continue
+                if interrupted:
+                    observer.interrupted_event(interrupt_time=now, status="INTERRUPTED")
+                else:
+                    observer.failed_event(fail_time=now, fail_trace=_trace_from_state(state))
+                observer.join()
+                log.info("observer %s recorded the end of run %s (%s)", name, run_id, state.name)
+            except Exception as exc:
+                log.error("observer %s could not record the end of run %s: %s", name, run_id, exc)
+
+
+def _note_state(run: Run, state: State[Any]) -> None:
+    """Prefect's own view of the end, beside Sacred's status (it reaches observers in ``info``)."""
+    run.info["prefect_state"] = {"name": state.name, "message": state.message}
+
+
+def _trace_from_state(state: State[Any]) -> list[str]:
+    return [f"{state.name}: {state.message}\n"]
+
+
+def _run_logger(flow: Flow[Any, Any], flow_run: FlowRun) -> logging.LoggerAdapter[Any]:
+    from prefect.logging.loggers import flow_run_logger
+
+    try:
+        return flow_run_logger(flow_run, flow)
+    except Exception:
+        return logging.LoggerAdapter(logging.getLogger("prefect_sacred"), {})

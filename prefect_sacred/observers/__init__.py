@@ -1,0 +1,24 @@
+"""Observers: ``RunObserver`` and one module per backend.
+
+Importing this package registers every observer's command-line flag and URL scheme. Backends
+with optional dependencies import them only when an observer is built.
+"""
+
+from prefect_sacred.observers.base import InvalidArtifactName, RunObserver
+from prefect_sacred.observers.file_storage import FileStorageObserver
+from prefect_sacred.observers.registry import (
+    OBSERVERS_ENV_VAR,
+    ObserverConfigError,
+    observer_from_url,
+    observers_from_env,
+)
+
+__all__ = [
+    "OBSERVERS_ENV_VAR",
+    "FileStorageObserver",
+    "InvalidArtifactName",
+    "ObserverConfigError",
+    "RunObserver",
+    "observer_from_url",
+    "observers_from_env",
+]

@@ -1,0 +1,446 @@
+"""FileStorageObserver: Sacred's directory layout, written crash-safely.
+
+``BASEDIR/<id>/{config.json, run.json, cout.txt, info.json, metrics.json, <artifacts>}`` and
+``BASEDIR/_sources``, ``BASEDIR/_resources`` holding ``<stem>_<md5><ext>``, exactly as Sacred
+writes them, with these differences:
+
+* every file is replaced atomically (write a temporary file, then rename), never truncated;
+* run ids are claimed with ``mkdir``, so concurrent processes never share an id;
+* metrics are appended to ``metrics.journal`` on every beat and ``metrics.json`` is rewritten
+  only when that is cheap relative to its size (history doubled, or 20x its last write time
+  passed), so a beat costs what is new, not the whole history. At the end of the run
+  ``metrics.json`` is complete and the journal is removed;
+* artifact names that escape the run directory or would overwrite the observer's files are
+  refused with :class:`InvalidArtifactName`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from prefect_sacred.flows.info import md5_of_file
+from prefect_sacred.observers.base import InvalidArtifactName, RunObserver
+from prefect_sacred.observers.registry import (
+    ObserverConfigError,
+    register_observer_option,
+    register_url_scheme,
+)
+from prefect_sacred.serialization import flatten, isoformat
+
+__all__ = ["FileStorageObserver"]
+
+METRICS_JOURNAL = "metrics.journal"
+_OWN_FILES = {"run.json", "config.json", "cout.txt", "info.json", "metrics.json", METRICS_JOURNAL}
+_FINISHED = {"COMPLETED", "FAILED", "INTERRUPTED", "TIMEOUT"}
+# Keep this much of the written output to check that the next output only appends to it.
+_COUT_CHECK = 4096
+
+
+class FileStorageObserver(RunObserver):
+    """Stores each run in its own numbered directory below ``basedir``.
+
+    Args:
+        basedir: The directory holding one sub-directory per run (created at the first run).
+        resource_dir: Where resources are stored (default ``basedir/_resources``).
+        source_dir: Where sources are stored (default ``basedir/_sources``).
+        template: A mako template rendered into ``report<ext>`` in the run directory at the end
+            of each run (default ``basedir/template.html`` if that file exists).
+        priority: Observers are called in descending priority; the first id returned wins.
+        copy_artifacts: Copy artifacts into the run directory (otherwise only record names).
+        copy_sources: Copy sources into ``source_dir`` (otherwise record their paths).
+    """
+
+    VERSION = "FileStorageObserver-0.7.0"
+
+    def __init__(
+        self,
+        basedir: str | os.PathLike[str],
+        resource_dir: str | os.PathLike[str] | None = None,
+        source_dir: str | os.PathLike[str] | None = None,
+        template: str | os.PathLike[str] | None = None,
+        priority: int = 20,
+        copy_artifacts: bool = True,
+        copy_sources: bool = True,
+    ) -> None:
+        self.basedir = str(basedir)
+        self.resource_dir = str(resource_dir or os.path.join(self.basedir, "_resources"))
+        self.source_dir = str(source_dir or os.path.join(self.basedir, "_sources"))
+        self.template = str(template) if template is not None else None
+        self.priority = priority
+        self.copy_artifacts = copy_artifacts
+        self.copy_sources = copy_sources
+        self.dir: str | None = None
+        self.run_entry: dict[str, Any] = {}
+        self.config: dict[str, Any] = {}
+        self.info: dict[str, Any] = {}
+        self.cout = ""
+
+    @classmethod
+    def create(cls, basedir: str | os.PathLike[str], **kwargs: Any) -> FileStorageObserver:
+        """Sacred's alternative constructor."""
+        return cls(basedir, **kwargs)
+
+    # --- events -------------------------------------------------------------------------------
+
+    def queued_event(
+        self, ex_info: dict[str, Any], command: str, host_info: dict[str, Any], queue_time: dt.datetime,
+        config: dict[str, Any], meta_info: dict[str, Any], _id: Any,
+    ) -> Any:
+        self._begin(self._make_run_dir(_id))
+        self.run_entry = {
+            "experiment": self._store_sources(ex_info),
+            "command": command,
+            "host": host_info,
+            "meta": {**meta_info, "queue_time": isoformat(queue_time)},
+            "status": "QUEUED",
+        }
+        self.config = config
+        self._write_json("config.json", config)
+        self._write_json("run.json", self.run_entry)
+        return _id if _id is not None else os.path.basename(self._dir)
+
+    def started_event(
+        self, ex_info: dict[str, Any], command: str, host_info: dict[str, Any], start_time: dt.datetime,
+        config: dict[str, Any], meta_info: dict[str, Any], _id: Any,
+    ) -> Any:
+        queued = self._queued_dir(_id)
+        self._begin(queued or self._make_run_dir(_id))
+        self.run_entry = {
+            "experiment": self._store_sources(ex_info),
+            "command": command,
+            "host": host_info,
+            "start_time": isoformat(start_time),
+            "meta": meta_info,
+            "status": "RUNNING",
+            "resources": [],
+            "artifacts": [],
+            "heartbeat": None,
+        }
+        self.config = config
+        self._write_json("config.json", config)
+        self._write_json("run.json", self.run_entry)
+        Path(self._dir, "cout.txt").touch()
+        return _id if _id is not None else os.path.basename(self._dir)
+
+    def heartbeat_event(
+        self, info: dict[str, Any], captured_out: str, beat_time: dt.datetime, result: Any
+    ) -> None:
+        self.info = info
+        if info:
+            self._write_json("info.json", info)
+        self._save_cout(captured_out)
+        self.run_entry["heartbeat"] = isoformat(beat_time)
+        self.run_entry["result"] = result
+        self._write_json("run.json", self.run_entry)
+
+    def log_metrics(self, metrics_by_name: dict[str, dict[str, list[Any]]], info: dict[str, Any]) -> None:
+        for name, metric in metrics_by_name.items():
+            self._journal_backlog.append(
+                json.dumps({
+                    "name": name,
+                    "steps": metric["steps"],
+                    "values": metric["values"],
+                    "timestamps": [isoformat(stamp) for stamp in metric["timestamps"]],
+                })
+            )
+        if self._journal_backlog:  # a failed append is retried with the next batch
+            with open(os.path.join(self._dir, METRICS_JOURNAL), "a", encoding="utf-8") as journal:
+                journal.write("\n".join(self._journal_backlog) + "\n")
+            self._journal_backlog.clear()
+        for name, metric in metrics_by_name.items():
+            stored = self._metrics.setdefault(name, {"values": [], "steps": [], "timestamps": []})
+            stored["values"].extend(metric["values"])
+            stored["steps"].extend(metric["steps"])
+            stored["timestamps"].extend(isoformat(stamp) for stamp in metric["timestamps"])
+            self._points += len(metric["values"])
+        if self._metrics_json_is_due():
+            self._write_metrics_json()
+
+    def completed_event(self, stop_time: dt.datetime, result: Any) -> None:
+        self.run_entry.update(stop_time=isoformat(stop_time), result=result, status="COMPLETED")
+        self._finish()
+
+    def interrupted_event(self, interrupt_time: dt.datetime, status: str) -> None:
+        self.run_entry.update(stop_time=isoformat(interrupt_time), status=status)
+        self._finish()
+
+    def failed_event(self, fail_time: dt.datetime, fail_trace: list[str]) -> None:
+        self.run_entry.update(stop_time=isoformat(fail_time), status="FAILED", fail_trace=fail_trace)
+        self._finish()
+
+    def resource_event(self, filename: str) -> None:
+        stored = self._store_content_addressed(filename, self.resource_dir)
+        entry = [filename, stored]
+        if entry not in self.run_entry["resources"]:
+            self.run_entry["resources"].append(entry)
+            self._write_json("run.json", self.run_entry)
+
+    def artifact_event(
+        self, name: str, filename: str, metadata: dict[str, Any] | None = None,
+        content_type: str | None = None,
+    ) -> None:
+        target = self._artifact_path(name)
+        if self.copy_artifacts:
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            _copy_atomic(filename, target)
+        if name not in self.run_entry["artifacts"]:
+            self.run_entry["artifacts"].append(name)
+        self._write_json("run.json", self.run_entry)
+
+    def reattach(self, _id: Any) -> bool:
+        run_dir = os.path.join(self.basedir, _single_component(_id))
+        try:
+            with open(os.path.join(run_dir, "run.json"), encoding="utf-8") as handle:
+                run_entry = json.load(handle)
+        except (OSError, ValueError):
+            return False
+        if run_entry.get("status") in _FINISHED:
+            return False
+        self._begin(run_dir)
+        self.run_entry = run_entry
+        self.config = _read_json(os.path.join(run_dir, "config.json"), {})
+        self.info = _read_json(os.path.join(run_dir, "info.json"), {})
+        self.cout = Path(run_dir, "cout.txt").read_text(encoding="utf-8", errors="replace") if os.path.exists(
+            os.path.join(run_dir, "cout.txt")) else ""
+        self._metrics = _replay_journal(os.path.join(run_dir, METRICS_JOURNAL)) or _read_json(
+            os.path.join(run_dir, "metrics.json"), {}
+        )
+        return True
+
+    def run_location(self) -> str | None:
+        return self.dir
+
+    # --- run directory --------------------------------------------------------------------------
+
+    @property
+    def _dir(self) -> str:
+        if self.dir is None:
+            raise RuntimeError("FileStorageObserver received an event before the run started")
+        return self.dir
+
+    def _begin(self, run_dir: str) -> None:
+        """Reset the per-run state (an instance may record many runs, one after the other)."""
+        self.dir = run_dir
+        self.run_entry, self.config, self.info, self.cout = {}, {}, {}, ""
+        self._cout_length = 0
+        self._cout_tail = ""
+        self._metrics: dict[str, dict[str, list[Any]]] = {}
+        self._journal_backlog: list[str] = []
+        self._points = 0
+        self._points_in_json = -1
+        self._json_written_at = 0.0
+        self._json_write_seconds = 0.0
+
+    def _make_run_dir(self, _id: Any) -> str:
+        os.makedirs(self.basedir, exist_ok=True)
+        if _id is not None:
+            run_dir = os.path.join(self.basedir, _single_component(_id))
+            try:
+                os.mkdir(run_dir)
+            except FileExistsError:
+                raise FileExistsError(f"a run with id {_id!r} already exists in {self.basedir}") from None
+            return run_dir
+        numbers = [int(entry) for entry in os.listdir(self.basedir) if entry.isdigit()]
+        candidate = max(numbers, default=0) + 1
+        # mkdir is atomic: a process that loses the race for a number takes the next one.
+        for _ in range(1000):
+            run_dir = os.path.join(self.basedir, str(candidate))
+            try:
+                os.mkdir(run_dir)
+                return run_dir
+            except FileExistsError:
+                candidate += 1
+        raise FileExistsError(f"could not claim a run directory in {self.basedir}")
+
+    def _queued_dir(self, _id: Any) -> str | None:
+        if _id is None:
+            return None
+        run_dir = os.path.join(self.basedir, _single_component(_id))
+        run_entry = _read_json(os.path.join(run_dir, "run.json"), {})
+        return run_dir if run_entry.get("status") == "QUEUED" else None
+
+    def _artifact_path(self, name: str) -> str:
+        run_dir = os.path.realpath(self._dir)
+        target = os.path.realpath(os.path.join(run_dir, name))
+        if not name or os.path.isabs(name) or os.path.commonpath([run_dir, target]) != run_dir or target == run_dir:
+            raise InvalidArtifactName(f"artifact name {name!r} escapes the run directory {self.dir}")
+        relative = os.path.relpath(target, run_dir)
+        reserved = set(_OWN_FILES)
+        if self._template_path():
+            reserved.add("report" + Path(self._template_path() or "").suffix)
+        if relative in reserved:
+            raise InvalidArtifactName(
+                f"artifact name {name!r} would overwrite the observer's own file {relative}"
+            )
+        return target
+
+    # --- writing ------------------------------------------------------------------------------
+
+    def _write_json(self, filename: str, obj: Any) -> None:
+        text = json.dumps(flatten(obj), sort_keys=True, indent=2)
+        _write_atomic(os.path.join(self._dir, filename), text)
+
+    def _save_cout(self, captured_out: str) -> None:
+        path = os.path.join(self._dir, "cout.txt")
+        start = self._cout_length - len(self._cout_tail)
+        if captured_out[start:self._cout_length] == self._cout_tail and len(captured_out) >= self._cout_length:
+            new = captured_out[self._cout_length:]
+            if new:
+                with open(path, "a", encoding="utf-8", errors="replace") as handle:
+                    handle.write(new)
+        else:  # a captured_out_filter rewrote earlier output: store the new text whole
+            _write_atomic(path, captured_out)
+        self.cout = captured_out
+        self._cout_length = len(captured_out)
+        self._cout_tail = captured_out[-_COUT_CHECK:]
+
+    def _metrics_json_is_due(self) -> bool:
+        if self._points_in_json < 0:  # Sacred writes metrics.json at the first beat
+            return True
+        if self._points >= 2 * max(self._points_in_json, 1):
+            return True
+        waited = time.monotonic() - self._json_written_at
+        return self._points > self._points_in_json and waited >= 20 * self._json_write_seconds
+
+    def _write_metrics_json(self) -> None:
+        began = time.monotonic()
+        text = json.dumps(self._metrics, sort_keys=True, indent=2)
+        _write_atomic(os.path.join(self._dir, "metrics.json"), text)
+        self._json_written_at = time.monotonic()
+        self._json_write_seconds = self._json_written_at - began
+        self._points_in_json = self._points
+
+    def _finish(self) -> None:
+        self._write_json("run.json", self.run_entry)
+        self._write_metrics_json()
+        try:
+            os.remove(os.path.join(self._dir, METRICS_JOURNAL))
+        except FileNotFoundError:
+            pass
+        self._render_report()
+
+    def _template_path(self) -> str | None:
+        if self.template is not None:
+            return self.template
+        default = os.path.join(self.basedir, "template.html")
+        return default if os.path.exists(default) else None
+
+    def _render_report(self) -> None:
+        template = self._template_path()
+        if template is None:
+            return
+        from mako.template import Template
+
+        report = Template(filename=os.path.abspath(template)).render(
+            run=self.run_entry, config=self.config, info=self.info, cout=self.cout, savedir=self.dir
+        )
+        _write_atomic(os.path.join(self._dir, "report" + Path(template).suffix), report)
+
+    def _store_sources(self, ex_info: dict[str, Any]) -> dict[str, Any]:
+        ex_info = dict(ex_info)
+        sources = []
+        for relpath, md5 in ex_info.get("sources", []):
+            path = os.path.join(ex_info.get("base_dir", ""), relpath)
+            if self.copy_sources:
+                stored = self._store_content_addressed(path, self.source_dir, md5)
+                sources.append([relpath, os.path.relpath(stored, self.basedir)])
+            else:
+                sources.append([relpath, os.path.abspath(path)])
+        ex_info["sources"] = sources
+        return ex_info
+
+    @staticmethod
+    def _store_content_addressed(filename: str, directory: str, md5: str | None = None) -> str:
+        md5 = md5 or md5_of_file(filename)
+        stem, ext = os.path.splitext(os.path.basename(filename))
+        target = os.path.join(directory, f"{stem}_{md5}{ext}")
+        if not os.path.exists(target):
+            os.makedirs(directory, exist_ok=True)
+            _copy_atomic(filename, target)
+        return target
+
+
+def _single_component(_id: Any) -> str:
+    """A run id as a directory name; ids that would leave ``basedir`` are refused."""
+    text = str(_id)
+    if not text or text in {".", ".."} or "/" in text or "\\" in text or "\0" in text:
+        raise ValueError(f"run id {_id!r} cannot be a directory name")
+    return text
+
+
+def _write_atomic(path: str, text: str) -> None:
+    directory, name = os.path.split(path)
+    handle, temporary = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8", errors="replace") as stream:
+            stream.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        _remove_quietly(temporary)
+        raise
+
+
+def _copy_atomic(source: str, target: str) -> None:
+    handle, temporary = tempfile.mkstemp(dir=os.path.dirname(target), prefix=".copy.", suffix=".tmp")
+    os.close(handle)
+    try:
+        shutil.copyfile(source, temporary)
+        os.replace(temporary, target)
+    except BaseException:
+        _remove_quietly(temporary)
+        raise
+
+
+def _remove_quietly(path: str) -> None:
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
+def _read_json(path: str, default: Any) -> Any:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        return default
+
+
+def _replay_journal(path: str) -> dict[str, dict[str, list[Any]]]:
+    metrics: dict[str, dict[str, list[Any]]] = {}
+    try:
+        with open(path, encoding="utf-8") as journal:
+            for line in journal:
+                try:
+                    batch = json.loads(line)
+                except ValueError:  # a line cut short by a crash
+                    continue
+                stored = metrics.setdefault(batch["name"], {"values": [], "steps": [], "timestamps": []})
+                for key in ("values", "steps", "timestamps"):
+                    stored[key].extend(batch[key])
+    except OSError:
+        pass
+    return metrics
+
+
+@register_observer_option("-F", "--file_storage", "BASEDIR", "Add a file-storage observer (Sacred's layout).")
+def _file_storage_option(value: str) -> FileStorageObserver:
+    if not value.strip():
+        raise ObserverConfigError("BASEDIR must not be empty")
+    return FileStorageObserver(value)
+
+
+@register_url_scheme("file")
+def _file_storage_url(url: str) -> FileStorageObserver:
+    """``file://./my_runs`` (relative) or ``file:///abs/path``."""
+    path = url[len("file://"):]
+    if not path:
+        raise ObserverConfigError("file:// URL without a path")
+    return FileStorageObserver(path)
