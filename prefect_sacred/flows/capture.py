@@ -2,7 +2,8 @@
 
 ``fd`` redirects file descriptors 1 and 2 into pipes that a reader thread copies to the terminal
 and into a buffer: prints, Prefect's ``log_prints`` lines, C extensions and subprocesses are all
-caught. Stopping restores the descriptors first and then waits for the pipes to drain, so the
+caught. Where ``sys.stdout``/``sys.stderr`` do not write to those descriptors (Jupyter, pytest),
+they are teed at the Python level as well. Stopping restores the descriptors first and then waits for the pipes to drain, so the
 tail is never lost (Sacred's ``fd`` mode drops it racily).
 
 ``fd`` capture is a process-wide resource: a run that starts while another run in the same
@@ -99,6 +100,16 @@ class _FdCapture:
             pump.start()
             self._pumps.append(pump)
         self._stopped = False
+        self._python_streams: dict[str, Any] = {}
+        for name, fd in (("stdout", 1), ("stderr", 2)):
+            stream = getattr(sys, name)
+            if not _writes_to_fd(stream, fd):
+                self._python_streams[name] = stream
+                setattr(sys, name, _BufferTee(stream, self._append_text))
+
+    def _append_text(self, text: str) -> None:
+        with self._lock:
+            self._chunks.append(text.encode("utf-8", errors="replace"))
 
     def _pump(self, read_end: int, terminal: int) -> None:
         while chunk := os.read(read_end, 1 << 16):
@@ -122,6 +133,9 @@ class _FdCapture:
         if self._stopped:
             return
         self._flush_std_streams()
+        for name, stream in self._python_streams.items():
+            if isinstance(getattr(sys, name), _BufferTee):
+                setattr(sys, name, stream)
         for fd, saved in self._saved.items():
             os.dup2(saved, fd)  # closes our write end of the pipe: the pump sees EOF once drained
         for pump in self._pumps:
@@ -143,6 +157,28 @@ class _FdCapture:
                 stream.flush()
             except Exception:
                 pass
+
+
+def _writes_to_fd(stream: Any, fd: int) -> bool:
+    try:
+        return bool(stream.fileno() == fd)
+    except Exception:  # io.UnsupportedOperation, or no fileno at all
+        return False
+
+
+class _BufferTee:
+    """A Python-level stream that also hands every write to ``append``."""
+
+    def __init__(self, stream: Any, append: Any) -> None:
+        self._stream = stream
+        self._append = append
+
+    def write(self, text: str) -> int:
+        self._append(text)
+        return int(self._stream.write(text))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
 
 
 _sys_sink: contextvars.ContextVar[_SysCapture | None] = contextvars.ContextVar(

@@ -107,6 +107,8 @@ class Experiment:
         self._defaults: dict[str, Any] = {}
         self._specials: tuple[str, ...] = ()
         self._lifecycle = RunLifecycle(self)
+        #: The run this experiment started most recently in this process (also when it failed).
+        self.last_run: Run | None = None
 
     # --- defining the experiment -------------------------------------------------------------
 
@@ -387,6 +389,7 @@ class Experiment:
             _id=options.id,
         )
         run.on_finish = _release
+        self.last_run = run
         if request is not None:
             request.run = run
         return run

@@ -228,7 +228,7 @@ class Run:
     def finished(self) -> bool:
         return self._finished
 
-    def _finish(self, status: str, event: str, time_key: str = "stop_time", **kwargs: Any) -> None:
+    def _finish(self, final_status: str, event: str, time_key: str = "stop_time", **kwargs: Any) -> None:
         with self._observer_lock:
             if self._finished:
                 return
@@ -239,7 +239,7 @@ class Run:
             self._capture.stop()
         if self._started:
             self.beat()  # the final beat carries the tail of the output and the last metrics
-        self.status = status
+        self.status = final_status
         self.stop_time = utcnow()
         with self._observer_lock:
             for observer in self._started:

@@ -101,6 +101,28 @@ def observers_from_env(environ: dict[str, str] | None = None) -> list[RunObserve
     return [observer_from_url(url) for url in value.split()]
 
 
+@register_url_scheme("block")
+def _observer_from_block(url: str) -> RunObserver:
+    """``block://<block-type-slug>/<block-name>``: a saved Block that builds an observer.
+
+    Blocks of this package have an ``observer()`` method; credentials stay in the Block.
+    """
+    slug_and_name = url[len("block://"):]
+    if slug_and_name.count("/") != 1 or not all(slug_and_name.split("/")):
+        raise ObserverConfigError(f"expected block://<block-type-slug>/<block-name>, got {url!r}")
+    from prefect.blocks.core import Block
+
+    try:
+        block = Block.load(slug_and_name)
+    except Exception as exc:
+        raise ObserverConfigError(f"cannot load block {slug_and_name!r}: {redact(str(exc))}") from None
+    build = getattr(block, "observer", None)
+    if not callable(build):
+        raise ObserverConfigError(f"block {slug_and_name!r} ({type(block).__name__}) cannot build an observer")
+    observer: RunObserver = build()
+    return observer
+
+
 _CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^@/?#\s]+)@")
 _SECRET_QUERY = re.compile(
     r"(?i)(?P<key>(?:password|passwd|pwd|secret|token|key|credentials?)=)[^&\s]*"
