@@ -13,6 +13,9 @@ from prefect_sacred.observers import (
     InvalidArtifactName,
     ObserverConfigError,
     RunObserver,
+    SqlObserver,
+    TinyDbObserver,
+    TinyDbReader,
 )
 
 __version__ = "0.1.0"
@@ -25,6 +28,9 @@ __all__ = [
     "ObserverError",
     "Run",
     "RunObserver",
+    "SqlObserver",
+    "TinyDbObserver",
+    "TinyDbReader",
     "UsageError",
     "__version__",
     "apply_backspaces_and_linefeeds",

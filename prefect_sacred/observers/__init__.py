@@ -12,6 +12,9 @@ from prefect_sacred.observers.registry import (
     observer_from_url,
     observers_from_env,
 )
+from prefect_sacred.observers.sql import SqlObserver
+from prefect_sacred.observers.tinydb import TinyDbObserver
+from prefect_sacred.observers.tinydb_reader import TinyDbReader
 
 __all__ = [
     "OBSERVERS_ENV_VAR",
@@ -19,6 +22,9 @@ __all__ = [
     "InvalidArtifactName",
     "ObserverConfigError",
     "RunObserver",
+    "SqlObserver",
+    "TinyDbObserver",
+    "TinyDbReader",
     "observer_from_url",
     "observers_from_env",
 ]

@@ -89,7 +89,9 @@ class SqlObserver(RunObserver):
         self._reset(None)
 
     @classmethod
-    def create_from(cls, engine: sa.Engine, session: Any = None, priority: int = 40) -> SqlObserver:
+    def create_from(
+        cls, engine: sa.Engine | None, session: Any = None, priority: int = 40
+    ) -> SqlObserver:
         """An observer on an existing engine (Sacred's alternative constructor).
 
         Args:
@@ -100,7 +102,9 @@ class SqlObserver(RunObserver):
             priority: Observer priority.
         """
         _sqlalchemy()
-        if engine is None and session is not None:
+        if engine is None:
+            if session is None:
+                raise ValueError("create_from needs an engine or a session bound to one")
             engine = session.get_bind()
         observer = cls.__new__(cls)
         observer.url = engine.url.render_as_string(hide_password=False)
@@ -112,29 +116,50 @@ class SqlObserver(RunObserver):
     # --- events -------------------------------------------------------------------------------
 
     def queued_event(
-        self, ex_info: dict[str, Any], command: str, host_info: dict[str, Any], queue_time: dt.datetime,
-        config: dict[str, Any], meta_info: dict[str, Any], _id: Any,
+        self,
+        ex_info: dict[str, Any],
+        command: str,
+        host_info: dict[str, Any],
+        queue_time: dt.datetime,
+        config: dict[str, Any],
+        meta_info: dict[str, Any],
+        _id: Any,
     ) -> Any:
         values = self._run_values(ex_info, command, host_info, config, meta_info)
         values.update(status="QUEUED", queue_time=queue_time)
         return self._create_run(values, _id, ex_info, host_info)
 
     def started_event(
-        self, ex_info: dict[str, Any], command: str, host_info: dict[str, Any], start_time: dt.datetime,
-        config: dict[str, Any], meta_info: dict[str, Any], _id: Any,
+        self,
+        ex_info: dict[str, Any],
+        command: str,
+        host_info: dict[str, Any],
+        start_time: dt.datetime,
+        config: dict[str, Any],
+        meta_info: dict[str, Any],
+        _id: Any,
     ) -> Any:
         values = self._run_values(ex_info, command, host_info, config, meta_info)
         values.update(status="RUNNING", start_time=start_time, captured_out="", info=json.dumps({}))
         return self._create_run(values, _id, ex_info, host_info)
 
-    def log_metrics(self, metrics_by_name: dict[str, dict[str, list[Any]]], info: dict[str, Any]) -> None:
+    def log_metrics(
+        self, metrics_by_name: dict[str, dict[str, list[Any]]], info: dict[str, Any]
+    ) -> None:
         # Buffered and written with the heartbeat that follows, in one transaction; a beat that
         # fails keeps its points for the next one.
         for name, series in metrics_by_name.items():
-            for step, value, stamp in zip(series["steps"], series["values"], series["timestamps"], strict=False):
+            for step, value, stamp in zip(
+                series["steps"], series["values"], series["timestamps"], strict=False
+            ):
                 self._pending.append(
-                    {"run_id": self._run_key, "name": name, "step": int(step), "value": _finite(value),
-                     "timestamp": stamp}
+                    {
+                        "run_id": self._run_key,
+                        "name": name,
+                        "step": int(step),
+                        "value": _finite(value),
+                        "timestamp": stamp,
+                    }
                 )
 
     def heartbeat_event(
@@ -152,19 +177,23 @@ class SqlObserver(RunObserver):
         from prefect_sacred.observers.sql_schema import STATUSES
 
         known = status in STATUSES
-        self._update({
-            "stop_time": interrupt_time,
-            "status": status if known else "INTERRUPTED",
-            "status_detail": None if known else status[:64],
-        })
+        self._update(
+            {
+                "stop_time": interrupt_time,
+                "status": status if known else "INTERRUPTED",
+                "status_detail": None if known else status[:64],
+            }
+        )
 
     def failed_event(self, fail_time: dt.datetime, fail_trace: list[str]) -> None:
-        self._update({
-            "stop_time": fail_time,
-            "status": "FAILED",
-            "fail_trace": "\n".join(fail_trace),  # Sacred's format
-            "fail_trace_json": json.dumps(list(fail_trace)),
-        })
+        self._update(
+            {
+                "stop_time": fail_time,
+                "status": "FAILED",
+                "fail_trace": "\n".join(fail_trace),  # Sacred's format
+                "fail_trace_json": json.dumps(list(fail_trace)),
+            }
+        )
 
     def resource_event(self, filename: str) -> None:
         from prefect_sacred.observers import sql_schema as t
@@ -173,9 +202,9 @@ class SqlObserver(RunObserver):
         md5 = md5_of_file(filename)
         with self._begin() as conn:
             resource_id = conn.execute(
-                sa.select(t.resource.c.resource_id).where(
-                    t.resource.c.filename == filename, t.resource.c.md5sum == md5
-                ).limit(1)
+                sa.select(t.resource.c.resource_id)
+                .where(t.resource.c.filename == filename, t.resource.c.md5sum == md5)
+                .limit(1)
             ).scalar()
             if resource_id is None:
                 with open(filename, "rb") as handle:
@@ -184,15 +213,23 @@ class SqlObserver(RunObserver):
                     t.resource.insert().values(filename=filename, md5sum=md5, content=content)
                 ).inserted_primary_key[0]
             linked = conn.execute(
-                sa.select(sa.func.count()).select_from(t.runs_resources).where(
-                    t.runs_resources.c.run_id == self._run_key, t.runs_resources.c.resource_id == resource_id
+                sa.select(sa.func.count())
+                .select_from(t.runs_resources)
+                .where(
+                    t.runs_resources.c.run_id == self._run_key,
+                    t.runs_resources.c.resource_id == resource_id,
                 )
             ).scalar()
             if not linked:
-                conn.execute(t.runs_resources.insert().values(run_id=self._run_key, resource_id=resource_id))
+                conn.execute(
+                    t.runs_resources.insert().values(run_id=self._run_key, resource_id=resource_id)
+                )
 
     def artifact_event(
-        self, name: str, filename: str, metadata: dict[str, Any] | None = None,
+        self,
+        name: str,
+        filename: str,
+        metadata: dict[str, Any] | None = None,
         content_type: str | None = None,
     ) -> None:
         from prefect_sacred.observers import sql_schema as t
@@ -200,7 +237,9 @@ class SqlObserver(RunObserver):
         with open(filename, "rb") as handle:
             content = handle.read()
         with self._begin() as conn:
-            conn.execute(t.artifact.insert().values(filename=name, content=content, run_id=self._run_key))
+            conn.execute(
+                t.artifact.insert().values(filename=name, content=content, run_id=self._run_key)
+            )
 
     def join(self) -> None:
         if self._pending and self._run_key is not None:
@@ -213,7 +252,9 @@ class SqlObserver(RunObserver):
         try:
             with self._begin() as conn:
                 row = conn.execute(
-                    sa.select(t.run.c.status, t.run.c.captured_out).where(t.run.c.run_id == str(_id))
+                    sa.select(t.run.c.status, t.run.c.captured_out).where(
+                        t.run.c.run_id == str(_id)
+                    )
                 ).first()
         except SqlObserverError:
             return False
@@ -267,13 +308,17 @@ class SqlObserver(RunObserver):
                     return
             try:
                 with self._begin() as conn:
-                    if dialect == "postgresql":
+                    if dialect == "postgresql":  # released at commit
                         conn.execute(sa.text("SELECT pg_advisory_xact_lock(7251009)"))
-                    elif dialect in _MYSQL:
+                        t.metadata.create_all(conn, checkfirst=True)
+                    elif dialect in _MYSQL:  # DDL commits implicitly: a session lock instead
                         conn.execute(sa.text("SELECT GET_LOCK('prefect_sacred_schema', 60)"))
-                    t.metadata.create_all(conn, checkfirst=True)
-                    if dialect in _MYSQL:
-                        conn.execute(sa.text("SELECT RELEASE_LOCK('prefect_sacred_schema')"))
+                        try:
+                            t.metadata.create_all(conn, checkfirst=True)
+                        finally:
+                            conn.execute(sa.text("SELECT RELEASE_LOCK('prefect_sacred_schema')"))
+                    else:
+                        t.metadata.create_all(conn, checkfirst=True)
                 return
             except sa.exc.DBAPIError:
                 # Another process created a table or type between our check and our CREATE.
@@ -282,7 +327,11 @@ class SqlObserver(RunObserver):
                 time.sleep(0.2 * (attempt + 1))
 
     def _run_values(
-        self, ex_info: dict[str, Any], command: str, host_info: dict[str, Any], config: dict[str, Any],
+        self,
+        ex_info: dict[str, Any],
+        command: str,
+        host_info: dict[str, Any],
+        config: dict[str, Any],
         meta_info: dict[str, Any],
     ) -> dict[str, Any]:
         return {
@@ -293,10 +342,9 @@ class SqlObserver(RunObserver):
             "meta_json": json.dumps(flatten(meta_info)),
         }
 
-    def _create_run(self, values: dict[str, Any], _id: Any, ex_info: dict[str, Any],
-                    host_info: dict[str, Any]) -> Any:
-        from prefect_sacred.observers import sql_schema as t
-
+    def _create_run(
+        self, values: dict[str, Any], _id: Any, ex_info: dict[str, Any], host_info: dict[str, Any]
+    ) -> Any:
         sa = _sqlalchemy()
         try:
             self._ensure_tables()
@@ -353,7 +401,9 @@ class SqlObserver(RunObserver):
                 if captured_out is not None:
                     self._write_output(conn, captured_out)
                 if values:
-                    conn.execute(t.run.update().where(t.run.c.run_id == self._run_key).values(**values))
+                    conn.execute(
+                        t.run.update().where(t.run.c.run_id == self._run_key).values(**values)
+                    )
         except sa.exc.DBAPIError as exc:
             raise SqlObserverError(self._describe(exc)) from None
         self._pending = []
@@ -366,27 +416,29 @@ class SqlObserver(RunObserver):
 
         run = t.run
         if captured_out.startswith(self._cout):
-            new = captured_out[len(self._cout):]
+            new = captured_out[len(self._cout) :]
         else:
             conn.execute(run.update().where(run.c.run_id == self._run_key).values(captured_out=""))
             conn.execute(t.run_output.delete().where(t.run_output.c.run_id == self._run_key))
             self._cout_bytes, self._overflow_seq, new = 0, 0, captured_out
         limit = self._cell_limit(conn)
         for start in range(0, len(new), _PIECE):
-            piece = new[start:start + _PIECE]
+            piece = new[start : start + _PIECE]
             size = len(piece.encode("utf-8", "replace"))
             if self._overflow_seq == 0 and self._cout_bytes + size <= limit:
                 conn.execute(
-                    run.update().where(run.c.run_id == self._run_key).values(
-                        captured_out=_coalesce(run.c.captured_out).concat(piece)
-                    )
+                    run.update()
+                    .where(run.c.run_id == self._run_key)
+                    .values(captured_out=_coalesce(run.c.captured_out).concat(piece))
                 )
                 self._cout_bytes += size
             else:
                 self._overflow_seq += 1
-                conn.execute(t.run_output.insert().values(
-                    run_id=self._run_key, seq=self._overflow_seq, chunk=piece
-                ))
+                conn.execute(
+                    t.run_output.insert().values(
+                        run_id=self._run_key, seq=self._overflow_seq, chunk=piece
+                    )
+                )
 
     def _cell_limit(self, conn: Any) -> float:
         if conn.dialect.name not in _MYSQL:
@@ -473,7 +525,7 @@ def _create_engine(sqlalchemy: Any, url: str, echo: bool) -> Any:
 def _host_id(conn: Any, host_info: dict[str, Any]) -> int:
     from prefect_sacred.observers import sql_schema as t
 
-    os_name, os_info = (list(host_info.get("os") or []) + ["", ""])[:2]
+    os_name, os_info = [*list(host_info.get("os") or []), "", ""][:2]
     values = {
         "hostname": str(host_info.get("hostname", ""))[:255],
         "cpu": str(host_info.get("cpu", ""))[:255],
@@ -491,35 +543,49 @@ def _experiment_id(conn: Any, ex_info: dict[str, Any]) -> int:
     name = str(ex_info.get("name", ""))[:255]
     md5 = hashlib.md5(json.dumps(ex_info, default=str).encode()).hexdigest()
     found = conn.execute(
-        sa.select(t.experiment.c.experiment_id).where(
-            t.experiment.c.name == name, t.experiment.c.md5sum == md5
-        ).limit(1)
+        sa.select(t.experiment.c.experiment_id)
+        .where(t.experiment.c.name == name, t.experiment.c.md5sum == md5)
+        .limit(1)
     ).scalar()
     if found is not None:
         return int(found)
     base_dir = str(ex_info.get("base_dir", ""))
-    experiment_id = int(conn.execute(
-        t.experiment.insert().values(name=name, md5sum=md5, base_dir=base_dir[:1024])
-    ).inserted_primary_key[0])
+    experiment_id = int(
+        conn.execute(
+            t.experiment.insert().values(name=name, md5sum=md5, base_dir=base_dir[:1024])
+        ).inserted_primary_key[0]
+    )
     for relpath, md5sum in ex_info.get("sources", []):
         source_id = _source_id(conn, base_dir, relpath, md5sum)
-        conn.execute(t.experiments_sources.insert().values(experiment_id=experiment_id, source_id=source_id))
+        conn.execute(
+            t.experiments_sources.insert().values(experiment_id=experiment_id, source_id=source_id)
+        )
     for requirement in ex_info.get("dependencies", []):
         dep_name, _, version = str(requirement).partition("==")
         dependency_id = _get_or_insert(
             conn, t.dependency, "dependency_id", {"name": dep_name[:255], "version": version[:128]}
         )
-        conn.execute(t.experiments_dependencies.insert().values(
-            experiment_id=experiment_id, dependency_id=dependency_id
-        ))
+        conn.execute(
+            t.experiments_dependencies.insert().values(
+                experiment_id=experiment_id, dependency_id=dependency_id
+            )
+        )
     for repo in ex_info.get("repositories", []):
-        repository_id = _get_or_insert(conn, t.repository, "repository_id", {
-            "url": str(repo.get("url"))[:2048], "commit": str(repo.get("commit"))[:40],
-            "dirty": bool(repo.get("dirty")),
-        })
-        conn.execute(t.experiments_repositories.insert().values(
-            experiment_id=experiment_id, repository_id=repository_id
-        ))
+        repository_id = _get_or_insert(
+            conn,
+            t.repository,
+            "repository_id",
+            {
+                "url": str(repo.get("url"))[:2048],
+                "commit": str(repo.get("commit"))[:40],
+                "dirty": bool(repo.get("dirty")),
+            },
+        )
+        conn.execute(
+            t.experiments_repositories.insert().values(
+                experiment_id=experiment_id, repository_id=repository_id
+            )
+        )
     return experiment_id
 
 
@@ -528,9 +594,9 @@ def _source_id(conn: Any, base_dir: str, relpath: str, md5sum: str) -> int:
 
     sa = _sqlalchemy()
     found = conn.execute(
-        sa.select(t.source.c.source_id).where(
-            t.source.c.filename == relpath, t.source.c.md5sum == md5sum
-        ).limit(1)
+        sa.select(t.source.c.source_id)
+        .where(t.source.c.filename == relpath, t.source.c.md5sum == md5sum)
+        .limit(1)
     ).scalar()
     if found is not None:
         return int(found)
@@ -539,15 +605,19 @@ def _source_id(conn: Any, base_dir: str, relpath: str, md5sum: str) -> int:
             content: str | None = handle.read()
     except OSError:  # the source moved since the run started: keep its name and digest
         content = None
-    return int(conn.execute(
-        t.source.insert().values(filename=relpath, md5sum=md5sum, content=content)
-    ).inserted_primary_key[0])
+    return int(
+        conn.execute(
+            t.source.insert().values(filename=relpath, md5sum=md5sum, content=content)
+        ).inserted_primary_key[0]
+    )
 
 
 def _get_or_insert(conn: Any, table: Any, key: str, values: dict[str, Any]) -> int:
     sa = _sqlalchemy()
     found = conn.execute(
-        sa.select(table.c[key]).where(*(table.c[name] == value for name, value in values.items())).limit(1)
+        sa.select(table.c[key])
+        .where(*(table.c[name] == value for name, value in values.items()))
+        .limit(1)
     ).scalar()
     if found is not None:
         return int(found)
@@ -556,20 +626,31 @@ def _get_or_insert(conn: Any, table: Any, key: str, values: dict[str, Any]) -> i
 
 @register_observer_option("-s", "--sql", "DB_URL", "Add an SQL observer (any SQLAlchemy URL).")
 def _sql_option(value: str) -> SqlObserver:
-    return _sql_url(value)
+    if not value.strip():
+        raise ObserverConfigError("DB_URL must not be empty")
+    if value.startswith("postgres://"):  # Heroku-style alias SQLAlchemy no longer accepts
+        value = "postgresql://" + value[len("postgres://") :]
+    try:
+        return SqlObserver(value)
+    except ImportError as exc:
+        raise ObserverConfigError(str(exc)) from None
 
 
 @register_url_scheme(
-    "sqlite", "postgresql", "postgresql+psycopg", "postgresql+psycopg2", "postgres", "mysql",
-    "mysql+pymysql", "mysql+mysqldb", "mariadb", "mariadb+pymysql", "mariadb+mariadbconnector",
-    "mssql", "oracle",
+    "sqlite",
+    "postgresql",
+    "postgresql+psycopg",
+    "postgresql+psycopg2",
+    "postgres",
+    "mysql",
+    "mysql+pymysql",
+    "mysql+mysqldb",
+    "mariadb",
+    "mariadb+pymysql",
+    "mariadb+mariadbconnector",
+    "mssql",
+    "oracle",
 )
-def _sql_url(url: str) -> SqlObserver:
-    if not url.strip():
-        raise ObserverConfigError("DB_URL must not be empty")
-    if url.startswith("postgres://"):  # Heroku-style alias SQLAlchemy no longer accepts
-        url = "postgresql://" + url[len("postgres://"):]
-    try:
-        return SqlObserver(url)
-    except ImportError as exc:
-        raise ObserverConfigError(str(exc)) from None
+def _sql_url(url: str) -> RunObserver:
+    """``sqlite:///runs.db``, ``postgresql://...``, ``mysql+pymysql://...``: any SQLAlchemy URL."""
+    return _sql_option(url)

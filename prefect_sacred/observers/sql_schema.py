@@ -19,6 +19,8 @@ Sacred's tables and column names are kept so that Sacred's own models
 
 from __future__ import annotations
 
+import datetime as dt
+
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
@@ -58,7 +60,7 @@ def _blob() -> sa.types.TypeEngine[bytes]:
     return sa.LargeBinary().with_variant(mysql.LONGBLOB(), *_MYSQL)
 
 
-def _datetime() -> sa.types.TypeEngine[object]:
+def _datetime() -> sa.types.TypeEngine[dt.datetime]:
     return sa.DateTime().with_variant(mysql.DATETIME(fsp=6), *_MYSQL)
 
 
@@ -69,7 +71,8 @@ def _float() -> sa.types.TypeEngine[float]:
 metadata = sa.MetaData()
 
 source = sa.Table(
-    "source", metadata,
+    "source",
+    metadata,
     sa.Column("source_id", sa.Integer, primary_key=True),
     sa.Column("filename", sa.String(1024)),
     sa.Column("md5sum", sa.String(32)),
@@ -77,7 +80,8 @@ source = sa.Table(
 )
 
 repository = sa.Table(
-    "repository", metadata,
+    "repository",
+    metadata,
     sa.Column("repository_id", sa.Integer, primary_key=True),
     sa.Column("url", sa.String(2048)),
     sa.Column("commit", sa.String(40)),
@@ -85,14 +89,16 @@ repository = sa.Table(
 )
 
 dependency = sa.Table(
-    "dependency", metadata,
+    "dependency",
+    metadata,
     sa.Column("dependency_id", sa.Integer, primary_key=True),
     sa.Column("name", sa.String(255)),
     sa.Column("version", sa.String(128)),
 )
 
 host = sa.Table(
-    "host", metadata,
+    "host",
+    metadata,
     sa.Column("host_id", sa.Integer, primary_key=True),
     sa.Column("cpu", sa.String(255)),
     sa.Column("hostname", sa.String(255)),
@@ -102,7 +108,8 @@ host = sa.Table(
 )
 
 experiment = sa.Table(
-    "experiment", metadata,
+    "experiment",
+    metadata,
     sa.Column("experiment_id", sa.Integer, primary_key=True),
     sa.Column("name", sa.String(255)),
     sa.Column("md5sum", sa.String(32)),
@@ -110,25 +117,29 @@ experiment = sa.Table(
 )
 
 experiments_sources = sa.Table(
-    "experiments_sources", metadata,
+    "experiments_sources",
+    metadata,
     sa.Column("experiment_id", sa.Integer, sa.ForeignKey("experiment.experiment_id")),
     sa.Column("source_id", sa.Integer, sa.ForeignKey("source.source_id")),
 )
 
 experiments_repositories = sa.Table(
-    "experiments_repositories", metadata,
+    "experiments_repositories",
+    metadata,
     sa.Column("experiment_id", sa.Integer, sa.ForeignKey("experiment.experiment_id")),
     sa.Column("repository_id", sa.Integer, sa.ForeignKey("repository.repository_id")),
 )
 
 experiments_dependencies = sa.Table(
-    "experiments_dependencies", metadata,
+    "experiments_dependencies",
+    metadata,
     sa.Column("experiment_id", sa.Integer, sa.ForeignKey("experiment.experiment_id")),
     sa.Column("dependency_id", sa.Integer, sa.ForeignKey("dependency.dependency_id")),
 )
 
 run = sa.Table(
-    "run", metadata,
+    "run",
+    metadata,
     sa.Column("id", sa.Integer, primary_key=True),
     sa.Column("run_id", sa.String(RUN_ID), unique=True),
     sa.Column("command", sa.String(255)),
@@ -154,7 +165,8 @@ run = sa.Table(
 )
 
 artifact = sa.Table(
-    "artifact", metadata,
+    "artifact",
+    metadata,
     sa.Column("artifact_id", sa.Integer, primary_key=True),
     sa.Column("filename", sa.String(255)),
     sa.Column("content", _blob()),
@@ -162,7 +174,8 @@ artifact = sa.Table(
 )
 
 resource = sa.Table(
-    "resource", metadata,
+    "resource",
+    metadata,
     sa.Column("resource_id", sa.Integer, primary_key=True),
     sa.Column("filename", sa.String(1024)),
     sa.Column("md5sum", sa.String(32)),
@@ -170,13 +183,15 @@ resource = sa.Table(
 )
 
 runs_resources = sa.Table(
-    "runs_resources", metadata,
+    "runs_resources",
+    metadata,
     sa.Column("run_id", sa.String(RUN_ID), sa.ForeignKey("run.run_id")),
     sa.Column("resource_id", sa.Integer, sa.ForeignKey("resource.resource_id")),
 )
 
 metric = sa.Table(
-    "metric", metadata,
+    "metric",
+    metadata,
     sa.Column("metric_id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
     sa.Column("run_id", sa.String(RUN_ID), sa.ForeignKey("run.run_id"), nullable=False),
     sa.Column("name", sa.String(255), nullable=False),
@@ -188,7 +203,8 @@ metric = sa.Table(
 )
 
 run_output = sa.Table(
-    "run_output", metadata,
+    "run_output",
+    metadata,
     sa.Column("run_id", sa.String(RUN_ID), sa.ForeignKey("run.run_id"), primary_key=True),
     sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("chunk", _text()),
