@@ -20,6 +20,10 @@ from prefect_sacred.observers.base import RunObserver
 
 BACKENDS = [
     "tests.backends.file_storage:FileStorageBackend",
+    "tests.backends.sql:SqliteBackend",
+    "tests.backends.sql:PostgresBackend",
+    "tests.backends.sql:MariaDbBackend",
+    "tests.backends.tinydb:TinyDbBackend",
 ]
 
 
