@@ -24,6 +24,7 @@ BACKENDS = [
     "tests.backends.sql:PostgresBackend",
     "tests.backends.sql:MariaDbBackend",
     "tests.backends.tinydb:TinyDbBackend",
+    "tests.backends.mongo:MongoBackend",
 ]
 
 

@@ -1,0 +1,263 @@
+"""Storage helpers of the MongoObserver: key sanitizing, append-only GridFS files, metric chunks.
+
+Kept apart from :mod:`prefect_sacred.observers.mongo` so the observer reads as the event flow;
+nothing here imports pymongo at module import.
+
+Metric chunking (how a metric with millions of points stays lossless and readable):
+the ``metrics`` document of ``(run_id, name)`` -- the one ``info.metrics`` points to, the one
+Omniboard and Incense read -- holds the most recent ``chunk_points`` points (default 100,000,
+about 4.5 MB). When a flush would take it past that, its points move into
+``<prefix>metrics_chunks`` as ``{metric_id, run_id, name, seq, steps, values, timestamps}``
+documents of ``chunk_points`` points each, and the main document keeps the rest and counts
+``archived_chunks``. The full series is the chunks with ``seq < archived_chunks`` in ``seq``
+order followed by the main document: :func:`read_metric` returns it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from typing import Any
+
+__all__ = [
+    "AppendOnlyGridFile",
+    "MetricWriter",
+    "read_metric",
+    "sanitize",
+    "valid_key",
+]
+
+_INT64 = (-(2**63), 2**63 - 1)
+GRID_CHUNK = 255 * 1024
+
+
+def valid_key(key: Any) -> str:
+    """Sacred's ``force_valid_bson_key``: a leading ``$`` becomes ``@``, ``.`` becomes ``,``."""
+    key = str(key)
+    if key.startswith("$"):
+        key = "@" + key[1:]
+    return key.replace(".", ",").replace("\0", "")
+
+
+def sanitize(value: Any) -> Any:
+    """``value`` with every key MongoDB rejects renamed (as Sacred renames them), before writing.
+
+    Also stores integers outside BSON's int64 as strings. Returns ``value`` itself when nothing
+    needs changing, so the common case allocates nothing.
+    """
+    if isinstance(value, dict):
+        changed = False
+        items = []
+        for key, item in value.items():
+            new_key = key
+            if not isinstance(key, str) or key.startswith("$") or "." in key or "\0" in key:
+                new_key = valid_key(key)
+            new_item = sanitize(item)
+            changed = changed or new_key is not key or new_item is not item
+            items.append((new_key, new_item))
+        return dict(items) if changed else value
+    if isinstance(value, (list, tuple)):
+        new = [sanitize(item) for item in value]
+        if isinstance(value, tuple) or any(a is not b for a, b in zip(new, value, strict=True)):
+            return new
+        return value
+    if isinstance(value, int) and not isinstance(value, bool) and not _INT64[0] <= value <= _INT64[1]:
+        return str(value)
+    return value
+
+
+class AppendOnlyGridFile:
+    """A GridFS file that grows: each :meth:`append` writes only the new bytes.
+
+    GridFS is two collections (``fs.files``, ``fs.chunks``); a file's chunks are written first,
+    its ``length`` last, so a reader (``gridfs.GridFS(db).get(file_id)``) always sees a
+    consistent prefix. State advances only after both writes succeeded, so a failed append is
+    simply repeated.
+    """
+
+    def __init__(self, database: Any, filename: str, content_type: str = "text/plain",
+                 metadata: dict[str, Any] | None = None) -> None:
+        self.files = database["fs.files"]
+        self.chunks = database["fs.chunks"]
+        self.filename = filename
+        self.content_type = content_type
+        self.metadata = metadata or {}
+        self.file_id: Any = None
+        self.length = 0
+        self._partial = b""
+
+    def append(self, data: bytes) -> None:
+        from bson import Binary, ObjectId
+        from pymongo import ReplaceOne
+
+        if self.file_id is None:
+            file_id = ObjectId()
+            self.files.insert_one({
+                "_id": file_id, "filename": self.filename, "length": 0, "chunkSize": GRID_CHUNK,
+                "uploadDate": _now(), "contentType": self.content_type, "metadata": self.metadata,
+            })
+            self.file_id = file_id
+        if not data:
+            return
+        buffer = self._partial + data
+        first = self.length // GRID_CHUNK
+        pieces = [buffer[i:i + GRID_CHUNK] for i in range(0, len(buffer), GRID_CHUNK)]
+        self.chunks.bulk_write([
+            ReplaceOne({"files_id": self.file_id, "n": first + i},
+                       {"files_id": self.file_id, "n": first + i, "data": Binary(piece)}, upsert=True)
+            for i, piece in enumerate(pieces)
+        ], ordered=True)
+        length = self.length + len(data)
+        self.files.update_one({"_id": self.file_id}, {"$set": {"length": length, "uploadDate": _now()}})
+        self.length = length
+        self._partial = pieces[-1] if len(pieces[-1]) < GRID_CHUNK else b""
+
+    def delete(self) -> None:
+        """Remove the file (its content is being rewritten from the start)."""
+        if self.file_id is not None:
+            self.chunks.delete_many({"files_id": self.file_id})
+            self.files.delete_one({"_id": self.file_id})
+        self.file_id, self.length, self._partial = None, 0, b""
+
+
+class MetricWriter:
+    """Appends metric points to Sacred's ``metrics`` documents, chunking past ``chunk_points``.
+
+    One instance per run. ``refs`` is ``{name: metrics _id as str}`` for ``info.metrics``.
+    Points that could not be written stay in ``pending`` and go out with the next flush.
+    """
+
+    def __init__(self, metrics: Any, chunks: Any, run_id: Any, chunk_points: int = 100_000) -> None:
+        self.metrics = metrics
+        self.chunks = chunks
+        self.run_id = run_id
+        self.chunk_points = chunk_points
+        self.refs: dict[str, str] = {}
+        self.counts: dict[str, int] = {}
+        self.archived: dict[str, int] = {}
+        self.pending: dict[str, dict[str, list[Any]]] = {}
+
+    def load_existing(self) -> None:
+        """Continue the metric documents already stored for this run (overwrite, reattach)."""
+        for doc in self.metrics.find({"run_id": self.run_id}, {"name": 1, "archived_chunks": 1, "count": 1}):
+            self.refs[doc["name"]] = str(doc["_id"])
+            self.archived[doc["name"]] = int(doc.get("archived_chunks", 0))
+            if "count" not in doc:
+                count = self.metrics.find_one({"_id": doc["_id"]}, {"values": 1}) or {}
+                self.counts[doc["name"]] = len(count.get("values", []))
+            else:
+                self.counts[doc["name"]] = int(doc["count"])
+
+    def add(self, metrics_by_name: dict[str, dict[str, list[Any]]]) -> None:
+        for name, metric in metrics_by_name.items():
+            stored = self.pending.setdefault(name, {"steps": [], "values": [], "timestamps": []})
+            for key in ("steps", "values", "timestamps"):
+                stored[key].extend(metric.get(key, []))
+
+    def flush(self) -> None:
+        """Write every pending point; a metric that fails keeps its points for the next flush."""
+        error: Exception | None = None
+        for name in list(self.pending):
+            points = self.pending[name]
+            if not points["values"]:
+                del self.pending[name]
+                continue
+            try:
+                self._write(name, points)
+            except Exception as exc:  # keep going: other metrics may still get through
+                error = error or exc
+                continue
+            del self.pending[name]
+        if error is not None:
+            raise error
+
+    def _write(self, name: str, points: dict[str, list[Any]]) -> None:
+        count = self.counts.get(name, 0)
+        new = len(points["values"])
+        if count + new <= self.chunk_points:
+            result = self.metrics.update_one(
+                {"run_id": self.run_id, "name": name},
+                {"$push": {key: {"$each": points[key]} for key in ("steps", "values", "timestamps")},
+                 "$inc": {"count": new}},
+                upsert=True,
+            )
+            if result.upserted_id is not None:
+                self.refs[name] = str(result.upserted_id)
+            self.counts[name] = count + new
+            return
+        self._write_chunked(name, points, count)
+
+    def _write_chunked(self, name: str, points: dict[str, list[Any]], count: int) -> None:
+        """Move full chunks out of the main document; it keeps the most recent points."""
+        from pymongo import ReplaceOne
+
+        keys = ("steps", "values", "timestamps")
+        main = self.metrics.find_one({"run_id": self.run_id, "name": name}) if count else None
+        combined = {key: [*(main or {}).get(key, []), *points[key]] for key in keys}
+        metric_id = main["_id"] if main else None
+        if metric_id is None:
+            result = self.metrics.update_one(
+                {"run_id": self.run_id, "name": name},
+                {"$setOnInsert": {key: [] for key in keys} | {"count": 0, "archived_chunks": 0}},
+                upsert=True,
+            )
+            metric_id = result.upserted_id or self.metrics.find_one(
+                {"run_id": self.run_id, "name": name}, {"_id": 1})["_id"]
+        seq = int((main or {}).get("archived_chunks", self.archived.get(name, 0)))
+        size = self.chunk_points
+        chunks = []
+        while len(combined["values"]) > size:
+            piece = {key: combined[key][:size] for key in keys}
+            # A deterministic _id makes a repeated flush overwrite, never duplicate, a chunk.
+            chunks.append(ReplaceOne(
+                {"_id": f"{metric_id}:{seq}"},
+                {"_id": f"{metric_id}:{seq}", "metric_id": str(metric_id), "run_id": self.run_id,
+                 "name": name, "seq": seq, **piece},
+                upsert=True,
+            ))
+            combined = {key: combined[key][size:] for key in keys}
+            seq += 1
+        if chunks:
+            self.chunks.bulk_write(chunks, ordered=True)
+        # Chunks first, then the main document: a crash in between leaves an orphan chunk that
+        # readers ignore (its seq is not below archived_chunks), never a lost or doubled point.
+        self.metrics.update_one({"_id": metric_id}, {"$set": {
+            **combined, "count": len(combined["values"]), "archived_chunks": seq}})
+        self.refs[name] = str(metric_id)
+        self.counts[name] = len(combined["values"])
+        self.archived[name] = seq
+
+
+def read_metric(metrics: Any, chunks: Any, run_id: Any, name: str) -> dict[str, list[Any]]:
+    """The whole series of metric ``name`` of run ``run_id``: archived chunks, then the rest.
+
+    Args:
+        metrics: The ``metrics`` collection (``<prefix>_metrics`` with a prefix).
+        chunks: The ``metrics_chunks`` collection next to it.
+        run_id: The run's ``_id``.
+        name: The metric's name.
+
+    Returns:
+        ``{"steps": [...], "values": [...], "timestamps": [...]}`` (empty lists if unknown).
+    """
+    series: dict[str, list[Any]] = {"steps": [], "values": [], "timestamps": []}
+    main = metrics.find_one({"run_id": run_id, "name": name})
+    if main is None:
+        return series
+    archived = int(main.get("archived_chunks", 0))
+    if archived:
+        query = {"metric_id": str(main["_id"]), "seq": {"$lt": archived}}
+        for chunk in chunks.find(query).sort("seq", 1):
+            for key in series:
+                series[key].extend(chunk[key])
+    for key in series:
+        series[key].extend(main.get(key, []))
+    return series
+
+
+def md5_hex(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
