@@ -730,3 +730,30 @@ def test_reattach_refuses_finished_and_unknown_runs(
     assert other.reattach("1") is False
     assert other.reattach("404") is False
     assert _snapshot(basedir / "1") == before
+
+
+def test_a_large_history_is_not_rewritten_on_every_beat(
+    observer: FileStorageObserver, basedir: Path, sources: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Rewrites of metrics.json are geometric once they are not cheap: O(new points) per beat."""
+    monkeypatch.setattr(file_storage, "_CHEAP_REWRITE_SECONDS", 0.0)  # every rewrite is "costly"
+    rewrites = []
+    real_write = observer._write_metrics_json
+
+    def counting_write() -> None:
+        rewrites.append(observer._points)
+        real_write()
+
+    monkeypatch.setattr(observer, "_write_metrics_json", counting_write)
+    _start(observer, sources)
+    beats, per_beat = 300, 100
+    for beat in range(beats):
+        observer.log_metrics(
+            metrics_by_name=_batch("loss", range(beat * per_beat, (beat + 1) * per_beat)), info={}
+        )
+        stored = len(_read(basedir / "1" / "metrics.json")["loss"]["values"])
+        assert stored * (1 + file_storage._REWRITE_GROWTH) >= (beat + 1) * per_beat  # lag <= 20%
+    assert len(rewrites) <= 30  # log base 1.25 of 300 beats is 25.6
+    observer.completed_event(stop_time=T3, result=None)
+    assert len(_read(basedir / "1" / "metrics.json")["loss"]["values"]) == beats * per_beat
