@@ -37,6 +37,15 @@ class InMemoryObserver(RunObserver):
         self.events: list[tuple[str, dict[str, Any]]] = []
         self._lock = threading.Lock()
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     @property
     def run(self) -> dict[str, Any]:
         """The most recent run."""

@@ -110,6 +110,12 @@ class Experiment:
         #: The run this experiment started most recently in this process (also when it failed).
         self.last_run: Run | None = None
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Pickled into served flow-run processes (with its observers, which must pickle too).
+        state = dict(self.__dict__)
+        state["last_run"] = None
+        return state
+
     # --- defining the experiment -------------------------------------------------------------
 
     def main(self, function: Callable[..., Any] | None = None, **flow_options: Any) -> Any:

@@ -52,6 +52,14 @@ class RunLifecycle:
         self._live: dict[UUID, Run] = {}
         self._lock = threading.Lock()
 
+    # Prefect's serve pickles the flow, its hooks included, into each flow-run process:
+    # what travels is the experiment, never this process's live runs or locks.
+    def __getstate__(self) -> dict[str, Any]:
+        return {"experiment": self._experiment}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["experiment"])  # type: ignore[misc]
+
     def live_run(self, flow_run_id: UUID) -> Run | None:
         with self._lock:
             return self._live.get(flow_run_id)

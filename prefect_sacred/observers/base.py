@@ -25,6 +25,10 @@ class RunObserver:
 
     Observers are called in descending ``priority``; the first id returned from ``queued_event``
     or ``started_event`` becomes the run's ``_id`` for every observer.
+
+    Observers must survive pickling: Prefect's ``serve`` pickles the flow with its hooks, and so
+    the experiment and its observers, into every flow-run process. Drop connections and locks in
+    ``__getstate__`` and reconnect lazily.
     """
 
     priority: int = 0

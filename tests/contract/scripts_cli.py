@@ -1,0 +1,24 @@
+"""An experiment script run from the command line by the contract tests."""
+
+import os
+import signal
+import time
+
+from prefect_sacred import Experiment
+
+ex = Experiment("cli")
+
+
+@ex.main
+def cli(mode: str = "complete") -> str:
+    print("cli run", mode, flush=True)
+    if mode == "sigterm":
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(30)
+    if mode == "fail":
+        raise RuntimeError("cli failure")
+    return mode
+
+
+if __name__ == "__main__":
+    ex.run_commandline()
