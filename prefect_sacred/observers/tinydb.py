@@ -114,7 +114,10 @@ def decode_value(value: Any) -> Any:
 
             frame = value.startswith(_FRAME)
             payload = value[len(_FRAME if frame else _SERIES) :]
-            return pandas.read_json(io.StringIO(payload), typ="frame" if frame else "series")
+            # dtype=False: keep the JSON numbers as written (inference turns 1.0 into 1).
+            return pandas.read_json(
+                io.StringIO(payload), typ="frame" if frame else "series", dtype=False
+            )
         return value
     if isinstance(value, dict):
         return {key: decode_value(item) for key, item in value.items()}
