@@ -4,4 +4,6 @@ This module is the package's ``prefect.collections`` entry point: Prefect import
 block lookup, so ``Block.load("<slug>/<name>")`` finds the classes defined here.
 """
 
-__all__: list[str] = []
+from prefect_sacred.blocks.mongo import MongoDBObserverBlock
+
+__all__: list[str] = ["MongoDBObserverBlock"]
