@@ -152,15 +152,7 @@ class SqlObserver(RunObserver):
             for step, value, stamp in zip(
                 series["steps"], series["values"], series["timestamps"], strict=False
             ):
-                self._pending.append(
-                    {
-                        "run_id": self._run_key,
-                        "name": name,
-                        "step": int(step),
-                        "value": _finite(value),
-                        "timestamp": stamp,
-                    }
-                )
+                self._pending.append((self._run_key, name, int(step), _finite(value), stamp))
 
     def heartbeat_event(
         self, info: dict[str, Any], captured_out: str, beat_time: dt.datetime, result: Any
@@ -274,7 +266,7 @@ class SqlObserver(RunObserver):
     def _reset(self, run_key: str | None) -> None:
         """Per-run state: fresh objects, since a busy observer is shallow-copied for a new run."""
         self._run_key = run_key
-        self._pending: list[dict[str, Any]] = []
+        self._pending: list[tuple[str | None, str, int, float | None, dt.datetime]] = []
         self._cout = ""
         self._cout_bytes = 0
         self._overflow_seq = 0
@@ -397,7 +389,7 @@ class SqlObserver(RunObserver):
         try:
             with self._begin() as conn:
                 if self._pending:
-                    conn.execute(t.metric.insert(), self._pending)
+                    _insert_metrics(conn, self._pending)
                 if captured_out is not None:
                     self._write_output(conn, captured_out)
                 if values:
@@ -467,6 +459,27 @@ class _Transaction:
                 self._connection.rollback()
         finally:
             self._connection.close()
+
+
+_METRIC_COLUMNS = ("run_id", "name", "step", "value", "timestamp")
+# SQLAlchemy's own text format for DateTime on SQLite, so its readers parse what we write.
+_SQLITE_DATETIME = "%Y-%m-%d %H:%M:%S.%f"
+
+
+def _insert_metrics(conn: Any, rows: list[tuple[Any, ...]]) -> None:
+    """One bulk insert. On SQLite straight through the driver's executemany: SQLAlchemy's
+    per-row parameter processing would cost more than SQLite's own inserts."""
+    from prefect_sacred.observers import sql_schema as t
+
+    if conn.dialect.name == "sqlite":
+        conn.exec_driver_sql(
+            "INSERT INTO metric (run_id, name, step, value, timestamp) VALUES (?, ?, ?, ?, ?)",
+            [(*row[:4], row[4].strftime(_SQLITE_DATETIME)) for row in rows],
+        )
+    else:
+        conn.execute(
+            t.metric.insert(), [dict(zip(_METRIC_COLUMNS, row, strict=True)) for row in rows]
+        )
 
 
 def _coalesce(column: Any) -> Any:
