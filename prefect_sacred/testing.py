@@ -33,8 +33,10 @@ class InMemoryObserver(RunObserver):
 
     def __init__(self, priority: int = 0) -> None:
         self.priority = priority
+        # Copies made for overlapping runs share these lists but record into their own run.
         self.runs: list[dict[str, Any]] = []
         self.events: list[tuple[str, dict[str, Any]]] = []
+        self._current: dict[str, Any] | None = None
         self._lock = threading.Lock()
 
     def __getstate__(self) -> dict[str, Any]:
@@ -48,39 +50,81 @@ class InMemoryObserver(RunObserver):
 
     @property
     def run(self) -> dict[str, Any]:
-        """The most recent run."""
-        return self.runs[-1]
+        """The run this instance is recording (or recorded last)."""
+        return self._current if self._current is not None else self.runs[-1]
 
     def _record(self, event: str, **kwargs: Any) -> None:
         with self._lock:
             self.events.append((event, kwargs))
 
-    def queued_event(self, ex_info: dict[str, Any], command: str, host_info: dict[str, Any],
-                     queue_time: dt.datetime, config: dict[str, Any], meta_info: dict[str, Any],
-                     _id: Any) -> Any:
+    def queued_event(
+        self,
+        ex_info: dict[str, Any],
+        command: str,
+        host_info: dict[str, Any],
+        queue_time: dt.datetime,
+        config: dict[str, Any],
+        meta_info: dict[str, Any],
+        _id: Any,
+    ) -> Any:
         self._record("queued_event", _id=_id)
         _id = next(self._ids) if _id is None else _id
-        self.runs.append({"_id": _id, "status": "QUEUED", "experiment": ex_info, "command": command,
-                          "host": host_info, "queue_time": queue_time, "config": config, "meta": meta_info})
+        self._current = {
+            "_id": _id,
+            "status": "QUEUED",
+            "experiment": ex_info,
+            "command": command,
+            "host": host_info,
+            "queue_time": queue_time,
+            "config": config,
+            "meta": meta_info,
+        }
+        self.runs.append(self._current)
         return _id
 
-    def started_event(self, ex_info: dict[str, Any], command: str, host_info: dict[str, Any],
-                      start_time: dt.datetime, config: dict[str, Any], meta_info: dict[str, Any],
-                      _id: Any) -> Any:
+    def started_event(
+        self,
+        ex_info: dict[str, Any],
+        command: str,
+        host_info: dict[str, Any],
+        start_time: dt.datetime,
+        config: dict[str, Any],
+        meta_info: dict[str, Any],
+        _id: Any,
+    ) -> Any:
         self._record("started_event", _id=_id)
-        queued = [run for run in self.runs if _id is not None and run["_id"] == _id and run["status"] == "QUEUED"]
+        queued = [
+            run for run in self.runs if _id is not None and run["_id"] == _id and run["status"] == "QUEUED"
+        ]
         _id = next(self._ids) if _id is None else _id
         entry = queued[0] if queued else {}
-        entry.update({
-            "_id": _id, "status": "RUNNING", "experiment": ex_info, "command": command, "host": host_info,
-            "start_time": start_time, "config": config, "meta": meta_info, "info": {}, "captured_out": "",
-            "heartbeat": None, "result": None, "metrics": {}, "artifacts": [], "resources": [],
-        })
+        entry.update(
+            {
+                "_id": _id,
+                "status": "RUNNING",
+                "experiment": ex_info,
+                "command": command,
+                "host": host_info,
+                "start_time": start_time,
+                "config": config,
+                "meta": meta_info,
+                "info": {},
+                "captured_out": "",
+                "heartbeat": None,
+                "result": None,
+                "metrics": {},
+                "artifacts": [],
+                "resources": [],
+            }
+        )
         if not queued:
             self.runs.append(entry)
+        self._current = entry
         return _id
 
-    def heartbeat_event(self, info: dict[str, Any], captured_out: str, beat_time: dt.datetime, result: Any) -> None:
+    def heartbeat_event(
+        self, info: dict[str, Any], captured_out: str, beat_time: dt.datetime, result: Any
+    ) -> None:
         self._record("heartbeat_event", beat_time=beat_time)
         self.run.update(info=dict(info), captured_out=captured_out, heartbeat=beat_time, result=result)
 
@@ -107,12 +151,18 @@ class InMemoryObserver(RunObserver):
         self._record("resource_event", filename=filename)
         self.run["resources"].append(filename)
 
-    def artifact_event(self, name: str, filename: str, metadata: dict[str, Any] | None = None,
-                       content_type: str | None = None) -> None:
+    def artifact_event(
+        self,
+        name: str,
+        filename: str,
+        metadata: dict[str, Any] | None = None,
+        content_type: str | None = None,
+    ) -> None:
         self._record("artifact_event", name=name)
         with open(filename, "rb") as handle:
-            self.run["artifacts"].append({"name": name, "content": handle.read(), "metadata": metadata,
-                                          "content_type": content_type})
+            self.run["artifacts"].append(
+                {"name": name, "content": handle.read(), "metadata": metadata, "content_type": content_type}
+            )
 
     def join(self) -> None:
         self._record("join")
@@ -131,11 +181,26 @@ class FailingObserver(InMemoryObserver):
         times: How many failures, then it recovers (None: fail forever).
     """
 
-    _EVENTS = ("started_event", "queued_event", "heartbeat_event", "log_metrics", "completed_event",
-               "interrupted_event", "failed_event", "resource_event", "artifact_event")
+    _EVENTS = (
+        "started_event",
+        "queued_event",
+        "heartbeat_event",
+        "log_metrics",
+        "completed_event",
+        "interrupted_event",
+        "failed_event",
+        "resource_event",
+        "artifact_event",
+    )
 
-    def __init__(self, events: set[str] | None = None, exc: Exception | None = None, after: int = 0,
-                 times: int | None = None, priority: int = 0) -> None:
+    def __init__(
+        self,
+        events: set[str] | None = None,
+        exc: Exception | None = None,
+        after: int = 0,
+        times: int | None = None,
+        priority: int = 0,
+    ) -> None:
         super().__init__(priority)
         self.failing = set(events or self._EVENTS)
         self.exc = exc or ConnectionError("backend unavailable")

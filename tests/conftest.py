@@ -41,7 +41,9 @@ def prefect_server() -> Iterator[str]:
     log = open(Path(_HOME) / "server.log", "wb")  # noqa: SIM115
     process = subprocess.Popen(
         [PYTHON, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(_PORT)],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     url = os.environ["PREFECT_API_URL"]
     deadline = time.monotonic() + 90

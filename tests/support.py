@@ -42,8 +42,9 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
         return False
 
 
-def wait_for(check: Callable[[], T | None], timeout: float = 30.0, interval: float = 0.1,
-             what: str = "condition") -> T:
+def wait_for(
+    check: Callable[[], T | None], timeout: float = 30.0, interval: float = 0.1, what: str = "condition"
+) -> T:
     """Poll ``check`` until it returns something truthy; fail the test after ``timeout``."""
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None

@@ -5,4 +5,11 @@ from prefect_sacred.flows.commandline import UsageError
 from prefect_sacred.flows.experiment import Experiment
 from prefect_sacred.flows.run import ObserverError, Run, current_run
 
-__all__ = ["Experiment", "ObserverError", "Run", "UsageError", "apply_backspaces_and_linefeeds", "current_run"]
+__all__ = [
+    "Experiment",
+    "ObserverError",
+    "Run",
+    "UsageError",
+    "apply_backspaces_and_linefeeds",
+    "current_run",
+]

@@ -3,8 +3,8 @@
 ``fd`` redirects file descriptors 1 and 2 into pipes that a reader thread copies to the terminal
 and into a buffer: prints, Prefect's ``log_prints`` lines, C extensions and subprocesses are all
 caught. Where ``sys.stdout``/``sys.stderr`` do not write to those descriptors (Jupyter, pytest),
-they are teed at the Python level as well. Stopping restores the descriptors first and then waits for the pipes to drain, so the
-tail is never lost (Sacred's ``fd`` mode drops it racily).
+they are teed at the Python level as well. Stopping restores the descriptors first and then
+waits for the pipes to drain, so the tail is never lost (Sacred's ``fd`` mode drops it racily).
 
 ``fd`` capture is a process-wide resource: a run that starts while another run in the same
 process holds it falls back to ``sys`` mode. ``sys`` mode routes writes by context variable, so
@@ -94,7 +94,9 @@ class _FdCapture:
             os.dup2(write_end, fd)
             os.close(write_end)
             pump = threading.Thread(
-                target=self._pump, args=(read_end, self._saved[fd]), daemon=True,
+                target=self._pump,
+                args=(read_end, self._saved[fd]),
+                daemon=True,
                 name=f"prefect-sacred-capture-fd{fd}",
             )
             pump.start()
@@ -118,7 +120,7 @@ class _FdCapture:
             view = memoryview(chunk)
             try:
                 while view:
-                    view = view[os.write(terminal, view):]
+                    view = view[os.write(terminal, view) :]
             except OSError:  # the terminal went away; keep capturing regardless
                 pass
         os.close(read_end)
@@ -215,8 +217,8 @@ class _SysCapture:
         self._lock = threading.Lock()
         with _tee_lock:
             if _tee_users == 0:
-                sys.stdout = _Tee(sys.stdout)  # type: ignore[assignment]
-                sys.stderr = _Tee(sys.stderr)  # type: ignore[assignment]
+                sys.stdout = _Tee(sys.stdout)
+                sys.stderr = _Tee(sys.stderr)
             _tee_users += 1
         self._stopped = False
 

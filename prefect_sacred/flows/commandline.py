@@ -89,9 +89,9 @@ def resolve_options(options: dict[str, Any] | None) -> RunOptions:
                     raise UsageError(f"argument {spec.short}/{spec.long}: {exc}") from None
             resolved.recorded[spec.long] = [redact(str(item)) for item in values]
             continue
-        option = by_name.get(key)
-        if option is None:
+        if key not in by_name:
             raise UsageError(f"unknown option {key!r}")
+        option = by_name[key]
         if option.metavar is None:
             value = bool(value)
         else:
@@ -128,13 +128,21 @@ def parse_command_line(
     parser.add_argument("updates", nargs="*", metavar="with KEY=VALUE", help="Config updates.")
     for option in RUN_OPTIONS:
         if option.metavar is None:
-            parser.add_argument(option.short, option.long, dest=option.long, action="store_true", help=option.help)
+            parser.add_argument(
+                option.short, option.long, dest=option.long, action="store_true", help=option.help
+            )
         else:
-            parser.add_argument(option.short, option.long, dest=option.long, metavar=option.metavar, help=option.help)
+            parser.add_argument(
+                option.short, option.long, dest=option.long, metavar=option.metavar, help=option.help
+            )
     for observer_option in observer_options():
         parser.add_argument(
-            observer_option.short, observer_option.long, dest=observer_option.long,
-            metavar=observer_option.metavar, action="append", help=observer_option.help,
+            observer_option.short,
+            observer_option.long,
+            dest=observer_option.long,
+            metavar=observer_option.metavar,
+            action="append",
+            help=observer_option.help,
         )
     namespace = vars(parser.parse_intermixed_args(argv))
     words = namespace.pop("updates")

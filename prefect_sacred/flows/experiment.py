@@ -200,7 +200,7 @@ class Experiment:
         if self.name is None:
             self.name = function.__name__
         hooks = self._lifecycle
-        return flow(
+        return flow(  # type: ignore[call-overload]
             body,
             name=self.name,
             on_running=[hooks.on_running],
@@ -213,7 +213,9 @@ class Experiment:
 
     # --- inside a run -----------------------------------------------------------------------
 
-    def _execute(self, function: Callable[..., Any], params: dict[str, Any], main_parameters: set[str]) -> Any:
+    def _execute(
+        self, function: Callable[..., Any], params: dict[str, Any], main_parameters: set[str]
+    ) -> Any:
         from prefect.context import FlowRunContext
 
         context = FlowRunContext.get()
@@ -271,9 +273,7 @@ class Experiment:
 
     # --- starting runs ------------------------------------------------------------------------
 
-    def run(
-        self, config_updates: dict[str, Any] | None = None, options: dict[str, Any] | None = None
-    ) -> Run:
+    def run(self, config_updates: dict[str, Any] | None = None, options: dict[str, Any] | None = None) -> Run:
         """Run the experiment as a Prefect flow in this process and return the finished run.
 
         Args:

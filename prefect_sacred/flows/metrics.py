@@ -34,18 +34,16 @@ class MetricsLogger:
         self._next_step[name] = step + 1
         self._pending.append((name, step, value, time.time()))
 
-    def drain(self) -> dict[str, dict[str, list[Any]]]:
+    def drain(self) -> dict[str, dict[str, Any]]:
         """Everything logged since the last drain, in Sacred's ``metrics_by_name`` shape."""
         pending = self._pending
         entries = [pending.popleft() for _ in range(len(pending))]
         return linearize_metrics(entries)
 
 
-def linearize_metrics(
-    entries: list[tuple[str, Any, Any, float]],
-) -> dict[str, dict[str, list[Any]]]:
+def linearize_metrics(entries: list[tuple[str, Any, Any, float]]) -> dict[str, dict[str, Any]]:
     """Group ``(name, step, value, unix_time)`` entries into parallel lists per metric name."""
-    by_name: dict[str, dict[str, list[Any]]] = {}
+    by_name: dict[str, dict[str, Any]] = {}
     for name, step, value, stamp in entries:
         metric = by_name.get(name)
         if metric is None:

@@ -287,9 +287,7 @@ class Run:
         exc = sys.exc_info()[1]
         name = observer_name(observer)
         self.observer_errors[name] = self.observer_errors.get(name, 0) + 1
-        self.logger.error(
-            "observer %s failed in %s: %s", name, event, redact(f"{type(exc).__name__}: {exc}")
-        )
+        self.logger.error("observer %s failed in %s: %s", name, event, redact(f"{type(exc).__name__}: {exc}"))
         logger.debug("traceback of the %s failure", name, exc_info=True)
 
     def locations(self) -> list[tuple[str, str]]:

@@ -86,7 +86,8 @@ def observer_from_url(url: str) -> RunObserver:
 
     match = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://", url)
     if not match:
-        raise ObserverConfigError(f"not an observer URL (expected scheme://...): {redact(url)!r}")
+        # Not echoed: a malformed value is where an unredactable password would hide.
+        raise ObserverConfigError("not an observer URL (expected scheme://...)")
     scheme = match.group(1).lower()
     factory = _schemes.get(scheme) or _schemes.get(scheme.split("+")[0])
     if factory is None:
@@ -107,7 +108,7 @@ def _observer_from_block(url: str) -> RunObserver:
 
     Blocks of this package have an ``observer()`` method; credentials stay in the Block.
     """
-    slug_and_name = url[len("block://"):]
+    slug_and_name = url[len("block://") :]
     if slug_and_name.count("/") != 1 or not all(slug_and_name.split("/")):
         raise ObserverConfigError(f"expected block://<block-type-slug>/<block-name>, got {url!r}")
     from prefect.blocks.core import Block
@@ -118,15 +119,15 @@ def _observer_from_block(url: str) -> RunObserver:
         raise ObserverConfigError(f"cannot load block {slug_and_name!r}: {redact(str(exc))}") from None
     build = getattr(block, "observer", None)
     if not callable(build):
-        raise ObserverConfigError(f"block {slug_and_name!r} ({type(block).__name__}) cannot build an observer")
+        raise ObserverConfigError(
+            f"block {slug_and_name!r} ({type(block).__name__}) cannot build an observer"
+        )
     observer: RunObserver = build()
     return observer
 
 
 _CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^@/?#\s]+)@")
-_SECRET_QUERY = re.compile(
-    r"(?i)(?P<key>(?:password|passwd|pwd|secret|token|key|credentials?)=)[^&\s]*"
-)
+_SECRET_QUERY = re.compile(r"(?i)(?P<key>(?:password|passwd|pwd|secret|token|key|credentials?)=)[^&\s]*")
 
 
 def redact(text: str) -> str:

@@ -159,8 +159,13 @@ def test_values_json_cannot_express_are_stored_without_crashing_the_run(backend:
     @ex.main
     def train(tags: list = ["a"], _run: Any = None) -> Any:  # noqa: B006
         _run.info.update(
-            array=np.arange(3), scalar=np.float64(1.5), when=dt.datetime(2024, 1, 2, 3, 4, 5),
-            labels={"b", "a"}, pair=(1, 2), point=Point(1, 2), nan=float("nan"),
+            array=np.arange(3),
+            scalar=np.float64(1.5),
+            when=dt.datetime(2024, 1, 2, 3, 4, 5),
+            labels={"b", "a"},
+            pair=(1, 2),
+            point=Point(1, 2),
+            nan=float("nan"),
         )
         return {"array": np.ones(2), "point": Point(3, 4), "scalar": np.int64(7)}
 

@@ -36,7 +36,11 @@ def test_sigterm_of_a_command_line_run_is_recorded_as_interrupted(backend: Backe
     backend.observer()  # fresh storage for this run
     done = subprocess.run(
         [PYTHON, str(HERE / "scripts_cli.py"), "with", "mode=sigterm", *backend.cli_args()],
-        capture_output=True, text=True, timeout=120, env=subprocess_env(), cwd=HERE,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=subprocess_env(),
+        cwd=HERE,
     )
     assert done.returncode == -signal.SIGTERM, done.stderr[-3000:]
     record = backend.record(_run_id(done.stderr + done.stdout))
@@ -53,8 +57,11 @@ def served(backend: Backend) -> Iterator[tuple[Backend, str]]:
     log = open(HERE / f".serve-{deployment}.log", "wb")  # noqa: SIM115
     process = subprocess.Popen(
         [PYTHON, str(HERE / "scripts_served.py"), deployment],
-        stdout=log, stderr=subprocess.STDOUT, cwd=HERE,
-        env=subprocess_env(PREFECT_SACRED_OBSERVERS=backend.url()), start_new_session=True,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=HERE,
+        env=subprocess_env(PREFECT_SACRED_OBSERVERS=backend.url()),
+        start_new_session=True,
     )
     from prefect.client.orchestration import get_client
 
@@ -96,12 +103,17 @@ def test_cancelling_a_served_run_records_it_as_interrupted(served: tuple[Backend
     assert backend.record(run_id).status == "RUNNING"
     done = subprocess.run(
         [PYTHON, "-m", "prefect", "flow-run", "cancel", str(flow_run_id)],
-        capture_output=True, text=True, timeout=60, env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=subprocess_env(),
     )
     assert done.returncode == 0, done.stderr
     record = wait_for(
         lambda: (r := backend.record(run_id)).status == "INTERRUPTED" and r,
-        timeout=60, interval=0.5, what="the run to be recorded as INTERRUPTED",
+        timeout=60,
+        interval=0.5,
+        what="the run to be recorded as INTERRUPTED",
     )
     assert record.stop_time is not None
 
@@ -113,7 +125,9 @@ def test_sigkill_of_a_served_run_is_recorded_from_the_serve_process(served: tupl
     os.kill(int(pid), signal.SIGKILL)
     record = wait_for(
         lambda: (r := backend.record(run_id)).status != "RUNNING" and r,
-        timeout=60, interval=0.5, what="the killed run to leave RUNNING",
+        timeout=60,
+        interval=0.5,
+        what="the killed run to leave RUNNING",
     )
     assert record.status == "FAILED"
     assert record.fail_trace and "SIGKILL" in "".join(record.fail_trace)

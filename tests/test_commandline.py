@@ -1,0 +1,196 @@
+"""Sacred's command line: every flag, and bad input refused with status 2 before anything runs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from prefect_sacred import Experiment
+from prefect_sacred.observers.registry import redact
+from tests.support import subprocess_env
+
+
+def make_experiment() -> Experiment:
+    ex = Experiment("cli")
+
+    @ex.main
+    def train(epochs: int = 3, lr: float = 0.1, optimizer: dict = {"name": "sgd", "momentum": 0.9}) -> dict:  # noqa: B006
+        """Train a tiny model."""
+        print("training", epochs, lr, optimizer["name"])
+        return {"epochs": epochs, "lr": lr, "optimizer": optimizer}
+
+    return ex
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--bogus"], "unrecognized arguments: --bogus"),
+        (["-b", "soon"], "argument -b/--beat-interval: invalid value 'soon'"),
+        (["-C", "tee"], "argument -C/--capture: invalid choice 'tee'"),
+        (["-P", "high"], "argument -P/--priority: invalid value 'high'"),
+        (["with", "epochz=4"], "unknown config key 'epochz' (known: epochs, lr, optimizer, seed)"),
+        (["with", "epochs"], "malformed config update 'epochs' (expected KEY=VALUE)"),
+        (["with", "epochs=many"], "epochs"),
+        (["with", "lr.value=1"], "cannot set 'lr.value': 'lr' is not a dict"),
+        (["now", "epochs=1"], "unexpected argument 'now'"),
+        (["-F"], "argument -F/--file_storage: expected one argument"),
+    ],
+)
+def test_bad_command_lines_exit_2_with_one_line_and_write_nothing(
+    argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ex = make_experiment()
+    with pytest.raises(SystemExit) as exit_info:
+        ex.run_commandline([*argv, "-F", str(tmp_path / "runs")] if argv != ["-F"] else argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert err.count("\n") == 1, err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_every_run_flag_reaches_the_record(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ex = make_experiment()
+    basedir = tmp_path / "runs"
+    run = ex.run_commandline(
+        [
+            "with",
+            "epochs=5",
+            "optimizer.name=adam",
+            "lr=2e-3",
+            "-F",
+            str(basedir),
+            "-i",
+            "exp-42",
+            "-c",
+            "first try",
+            "-n",
+            "renamed",
+            "-P",
+            "3",
+            "-b",
+            "0.5",
+            "-C",
+            "sys",
+            "-p",
+        ]
+    )
+    out = capsys.readouterr().out
+    printed = json.loads(out[: out.index("}\n") + 1])
+    assert printed["epochs"] == 5 and printed["optimizer"] == {"name": "adam", "momentum": 0.9}
+    assert f"Run exp-42 (COMPLETED) stored by FileStorageObserver: {basedir / 'exp-42'}" in out
+    assert run._id == "exp-42"
+    record = json.loads((basedir / "exp-42" / "run.json").read_text())
+    assert record["experiment"]["name"] == "renamed"
+    assert record["meta"]["comment"] == "first try"
+    assert record["meta"]["priority"] == 3.0
+    assert record["meta"]["options"]["--beat-interval"] == 0.5
+    assert record["meta"]["options"]["--file_storage"] == [str(basedir)]
+    assert record["meta"]["prefect"]["flow_run_id"]
+    assert record["result"] == {"epochs": 5, "lr": 0.002, "optimizer": {"name": "adam", "momentum": 0.9}}
+    config = json.loads((basedir / "exp-42" / "config.json").read_text())
+    assert config["lr"] == 0.002
+
+
+def test_unobserved_flag_writes_nothing(tmp_path: Path) -> None:
+    ex = make_experiment()
+    ex.run_commandline(["-F", str(tmp_path / "runs"), "-u"])
+    assert not (tmp_path / "runs").exists()
+
+
+def test_help_lists_flags_and_config(capsys: pytest.CaptureFixture[str]) -> None:
+    ex = make_experiment()
+    with pytest.raises(SystemExit) as exit_info:
+        ex.run_commandline(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for text in (
+        "Train a tiny model.",
+        "-F BASEDIR, --file_storage BASEDIR",
+        "--beat-interval",
+        "epochs = 3",
+        "optimizer = {'name': 'sgd', 'momentum': 0.9}",
+    ):
+        assert text in out
+
+
+def test_a_failing_run_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ex = Experiment("failing")
+
+    @ex.main
+    def main() -> None:
+        raise RuntimeError("no data")
+
+    with pytest.raises(SystemExit) as exit_info:
+        ex.run_commandline(["-F", str(tmp_path)])
+    assert exit_info.value.code == 1
+    assert "the run failed: RuntimeError: no data" in capsys.readouterr().err
+
+
+def test_automain_runs_the_command_line_of_a_script(tmp_path: Path) -> None:
+    script = tmp_path / "my_experiment.py"
+    script.write_text(
+        "from prefect_sacred import Experiment\n"
+        "ex = Experiment('scripted')\n"
+        "@ex.automain\n"
+        "def main(x: int = 1):\n"
+        "    print('x is', x)\n"
+        "    return x * 2\n"
+    )
+    done = subprocess.run(
+        [sys.executable, str(script), "with", "x=21", "-F", str(tmp_path / "runs")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=subprocess_env(),
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Run 1 (COMPLETED) stored by FileStorageObserver" in done.stdout
+    record = json.loads((tmp_path / "runs" / "1" / "run.json").read_text())
+    assert record["result"] == 42
+    assert record["experiment"]["mainfile"] == "my_experiment.py"
+    assert record["experiment"]["sources"][0][0] == "my_experiment.py"
+    assert "x is 21" in (tmp_path / "runs" / "1" / "cout.txt").read_text()
+
+
+def test_observer_urls_in_the_environment_choose_observers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PREFECT_SACRED_OBSERVERS", f"file://{tmp_path}/a file://{tmp_path}/b")
+    ex = make_experiment()
+    ex.run()
+    assert (tmp_path / "a" / "1" / "run.json").exists()
+    assert (tmp_path / "b" / "1" / "run.json").exists()
+
+
+def test_a_bad_observer_url_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from prefect_sacred import ObserverConfigError
+    from prefect_sacred.observers import observer_from_url
+
+    with pytest.raises(ObserverConfigError, match="no observer for URL scheme 'ftp'"):
+        observer_from_url("ftp://user:secret@host/x")
+    with pytest.raises(ObserverConfigError, match="not an observer URL") as info:
+        observer_from_url("user:hunter2@host")
+    assert "hunter2" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("mongodb://alice:s3cret@db:27017/sacred", "mongodb://alice:***@db:27017/sacred"),
+        (
+            "postgresql+psycopg://bob:p%40ss@h/db?sslmode=require",
+            "postgresql+psycopg://bob:***@h/db?sslmode=require",
+        ),
+        ("https://h/x?token=abc&x=1", "https://h/x?token=***&x=1"),
+        ("file:///tmp/runs", "file:///tmp/runs"),
+    ],
+)
+def test_redact_hides_credentials(text: str, expected: str) -> None:
+    assert redact(text) == expected
