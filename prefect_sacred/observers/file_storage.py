@@ -61,6 +61,7 @@ class FileStorageObserver(RunObserver):
     """
 
     VERSION = "FileStorageObserver-0.7.0"
+    _metrics: dict[str, dict[str, list[Any]]]
 
     def __init__(
         self,
@@ -93,8 +94,14 @@ class FileStorageObserver(RunObserver):
     # --- events -------------------------------------------------------------------------------
 
     def queued_event(
-        self, ex_info: dict[str, Any], command: str, host_info: dict[str, Any], queue_time: dt.datetime,
-        config: dict[str, Any], meta_info: dict[str, Any], _id: Any,
+        self,
+        ex_info: dict[str, Any],
+        command: str,
+        host_info: dict[str, Any],
+        queue_time: dt.datetime,
+        config: dict[str, Any],
+        meta_info: dict[str, Any],
+        _id: Any,
     ) -> Any:
         self._begin(self._make_run_dir(_id))
         self.run_entry = {
@@ -110,8 +117,14 @@ class FileStorageObserver(RunObserver):
         return _id if _id is not None else os.path.basename(self._dir)
 
     def started_event(
-        self, ex_info: dict[str, Any], command: str, host_info: dict[str, Any], start_time: dt.datetime,
-        config: dict[str, Any], meta_info: dict[str, Any], _id: Any,
+        self,
+        ex_info: dict[str, Any],
+        command: str,
+        host_info: dict[str, Any],
+        start_time: dt.datetime,
+        config: dict[str, Any],
+        meta_info: dict[str, Any],
+        _id: Any,
     ) -> Any:
         queued = self._queued_dir(_id)
         self._begin(queued or self._make_run_dir(_id))
@@ -143,20 +156,20 @@ class FileStorageObserver(RunObserver):
         self.run_entry["result"] = result
         self._write_json("run.json", self.run_entry)
 
-    def log_metrics(
-        self, metrics_by_name: dict[str, dict[str, list[Any]]], info: dict[str, Any]
-    ) -> None:
+    def log_metrics(self, metrics_by_name: dict[str, dict[str, list[Any]]], info: dict[str, Any]) -> None:
         batches = []
         for name, metric in metrics_by_name.items():
             stamps = [_stamp(stamp) for stamp in metric["timestamps"]]
             batches.append((name, metric, stamps))
             self._journal_backlog.append(
-                json.dumps({
-                    "name": name,
-                    "steps": metric["steps"],
-                    "values": metric["values"],
-                    "timestamps": stamps,
-                })
+                json.dumps(
+                    {
+                        "name": name,
+                        "steps": metric["steps"],
+                        "values": metric["values"],
+                        "timestamps": stamps,
+                    }
+                )
             )
         if self._journal_backlog:  # a failed append is retried with the next batch
             with open(os.path.join(self._dir, METRICS_JOURNAL), "a", encoding="utf-8") as journal:
@@ -191,7 +204,10 @@ class FileStorageObserver(RunObserver):
             self._write_json("run.json", self.run_entry)
 
     def artifact_event(
-        self, name: str, filename: str, metadata: dict[str, Any] | None = None,
+        self,
+        name: str,
+        filename: str,
+        metadata: dict[str, Any] | None = None,
         content_type: str | None = None,
     ) -> None:
         target = self._artifact_path(name)
@@ -236,7 +252,7 @@ class FileStorageObserver(RunObserver):
         """Reset the per-run state (an instance may record many runs, one after the other)."""
         self.dir = run_dir
         self.run_entry, self.config, self.info, self.cout = {}, {}, {}, ""
-        self._metrics: dict[str, dict[str, list[Any]]] = {}
+        self._metrics = {}
         self._journal_backlog: list[str] = []
         self._points = 0
         self._points_in_json = -1
@@ -274,7 +290,12 @@ class FileStorageObserver(RunObserver):
     def _artifact_path(self, name: str) -> str:
         run_dir = os.path.realpath(self._dir)
         target = os.path.realpath(os.path.join(run_dir, name))
-        if not name or os.path.isabs(name) or os.path.commonpath([run_dir, target]) != run_dir or target == run_dir:
+        if (
+            not name
+            or os.path.isabs(name)
+            or os.path.commonpath([run_dir, target]) != run_dir
+            or target == run_dir
+        ):
             raise InvalidArtifactName(f"artifact name {name!r} escapes the run directory {self.dir}")
         relative = os.path.relpath(target, run_dir)
         reserved = set(_OWN_FILES)
@@ -300,7 +321,7 @@ class FileStorageObserver(RunObserver):
         # output was only appended to: a filter may rewrite text anywhere, e.g. a ``\r`` after a
         # long line rewrites its start while length and tail stay the same.
         if captured_out.startswith(self.cout):
-            new = captured_out[len(self.cout):]
+            new = captured_out[len(self.cout) :]
             if new:
                 with open(path, "a", encoding="utf-8", errors="replace", newline="") as handle:
                     handle.write(new)
@@ -316,8 +337,7 @@ class FileStorageObserver(RunObserver):
         if self._points >= (1 + _REWRITE_GROWTH) * self._points_in_json:
             return True
         waited = time.monotonic() - self._json_written_at
-        return (self._json_write_seconds < _CHEAP_REWRITE_SECONDS
-                and waited >= 20 * self._json_write_seconds)
+        return self._json_write_seconds < _CHEAP_REWRITE_SECONDS and waited >= 20 * self._json_write_seconds
 
     def _write_metrics_json(self) -> None:
         began = time.monotonic()
@@ -480,7 +500,7 @@ def _file_storage_option(value: str) -> FileStorageObserver:
 @register_url_scheme("file")
 def _file_storage_url(url: str) -> FileStorageObserver:
     """``file://./my_runs`` (relative) or ``file:///abs/path``."""
-    path = url[len("file://"):]
+    path = url[len("file://") :]
     if not path:
         raise ObserverConfigError("file:// URL without a path")
     return FileStorageObserver(path)
