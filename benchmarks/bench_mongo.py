@@ -30,8 +30,8 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 warnings.filterwarnings("ignore")
 
-from prefect_sacred.observers.mongo import MongoObserver  # noqa: E402
-from tests.servers.mongo_wire import MongoWireServer  # noqa: E402
+from prefect_sacred.observers.mongo import MongoObserver
+from tests.servers.mongo_wire import MongoWireServer
 
 EX_INFO = {"name": "bench", "base_dir": os.getcwd(), "sources": [], "dependencies": [],
            "repositories": [], "mainfile": None}

@@ -11,7 +11,7 @@ from typing import Any
 
 from prefect.blocks.core import Block
 from prefect.types import SecretDict
-from pydantic import Field, SecretStr
+from pydantic import Field, HttpUrl, SecretStr
 
 __all__ = ["MongoDBObserverBlock"]
 
@@ -39,11 +39,11 @@ class MongoDBObserverBlock(Block):
 
     _block_type_name = "Sacred MongoDB"
     # Prefect's own key icon: this block is a credential (no official MongoDB logo is hosted).
-    _logo_url = (
+    _logo_url = HttpUrl(
         "https://raw.githubusercontent.com/PrefectHQ/prefect/"
         "420d0d6a78bb6df1fc18bcf188fdad43c1d22ea9/assets/block-logos/secret.png"
     )
-    _documentation_url = "https://sacred.readthedocs.io/en/stable/observers.html#mongo-observer"
+    _documentation_url = HttpUrl("https://sacred.readthedocs.io/en/stable/observers.html#mongo-observer")
 
     url: SecretStr = Field(
         default=SecretStr("mongodb://localhost:27017"),

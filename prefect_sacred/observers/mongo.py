@@ -179,6 +179,8 @@ class MongoObserver(RunObserver):
         self.final_save_timeout = 20.0
         self.url = getattr(self, "url", None)
         self._dump_on_final_failure = True
+        self._offline = False
+        self._last_batch: Any = None
         self._indexed = False
         self._overwritten = False
         self.run_entry: dict[str, Any] = {}
@@ -346,14 +348,13 @@ class MongoObserver(RunObserver):
         self.run_entry = {}
         self._dirty: set[str] = set()
         self._pending_files: list[tuple[str, str, str, Any, Any]] = []
-        self._last_batch: Any = None
+        self._last_batch = None
         self._metric_refs_written: list[dict[str, str]] = []
         self._cout_file: AppendOnlyGridFile | None = None
         self._cout_written = 0
         self._cout_check = ""
         self._last_cout = ""
         self._spilled: dict[str, Any] = {}
-        self._offline = False
         self._writer: MetricWriter | None = None
         if _id is not None and self.metrics is not None and self.metrics_chunks is not None:
             self._writer = MetricWriter(self.metrics, self.metrics_chunks, _id, self.metrics_chunk_points)
@@ -496,7 +497,7 @@ class MongoObserver(RunObserver):
             stored = sanitize(flatten(info)) if info else {}
         refs = [{"name": name, "id": ref} for name, ref in (self._writer.refs if self._writer else {}).items()]
         if refs:
-            own = stored.get("metrics") if isinstance(stored.get("metrics"), list) else []
+            own: list[Any] = stored["metrics"] if isinstance(stored.get("metrics"), list) else []
             known = {ref["id"] for ref in refs}
             stored = {**stored, "metrics": [m for m in own if not (isinstance(m, dict) and m.get("id") in known)]
                       + refs}
@@ -662,7 +663,8 @@ def _cap_trace(trace: list[str], limit: int = MiB) -> list[str]:
     """The trace, without middle lines past ``limit`` characters (the end says what failed)."""
     if sum(len(line) for line in trace) <= limit:
         return trace
-    head, tail, size = trace[:3], [], 0
+    head, size = trace[:3], 0
+    tail: list[str] = []
     for line in reversed(trace[3:]):
         if size + len(line) > limit // 2:
             break

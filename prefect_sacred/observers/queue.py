@@ -79,9 +79,14 @@ class QueueObserver(RunObserver):
     def covered_observer(self) -> Any:
         return self._covered
 
-    @property  # type: ignore[override]
+    @property
     def priority(self) -> int:
+        """The wrapped observer's priority (Sacred's QueueObserver had 0, losing the run id)."""
         return int(getattr(self._covered, "priority", 0))
+
+    @priority.setter
+    def priority(self, value: int) -> None:
+        self._covered.priority = value
 
     def __getattr__(self, name: str) -> Any:
         # Only reached for attributes QueueObserver lacks (Sacred's delegation, e.g. ``.runs``).

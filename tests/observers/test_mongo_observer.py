@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -188,7 +186,8 @@ def test_unreachable_server_fails_the_start_quickly_without_the_password(tmp_pat
 
 def test_failed_heartbeat_is_retried_with_full_state_and_no_metric_is_lost(server: MongoWireServer, db: Any,
                                                                           tmp_path: Path) -> None:
-    observer = MongoObserver(url=server.uri, serverSelectionTimeoutMS=300)
+    # Above pymongo's 0.5 s minimum heartbeat, so the restarted server is found again in time.
+    observer = MongoObserver(url=server.uri, serverSelectionTimeoutMS=1500)
     run_id = start(observer, tmp_path)
     observer.log_metrics(metric("m", [0]), {})
     server.stop()
