@@ -30,18 +30,31 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 warnings.filterwarnings("ignore")
 
-from prefect_sacred.observers.mongo import MongoObserver
-from tests.servers.mongo_wire import MongoWireServer
+from prefect_sacred.observers.mongo import MongoObserver  # noqa: E402  (after the sys.path line)
+from tests.servers.mongo_wire import MongoWireServer  # noqa: E402
 
-EX_INFO = {"name": "bench", "base_dir": os.getcwd(), "sources": [], "dependencies": [],
-           "repositories": [], "mainfile": None}
+EX_INFO = {
+    "name": "bench",
+    "base_dir": os.getcwd(),
+    "sources": [],
+    "dependencies": [],
+    "repositories": [],
+    "mainfile": None,
+}
 SIZES_MB = [0, 1, 4, 8, 15, 20]
 STEP = 64 * 1024
 
 
 def start(observer: Any) -> None:
-    observer.started_event(ex_info=dict(EX_INFO), command="main", host_info={"hostname": "h"},
-                           start_time=dt.datetime.now(), config={"lr": 0.1}, meta_info={}, _id=None)
+    observer.started_event(
+        ex_info=dict(EX_INFO),
+        command="main",
+        host_info={"hostname": "h"},
+        start_time=dt.datetime.now(),
+        config={"lr": 0.1},
+        meta_info={},
+        _id=None,
+    )
 
 
 def sacred_observer(uri: str, db: str) -> Any:
@@ -60,14 +73,23 @@ def beat(observer: Any, info: dict[str, Any], out: str, metrics: dict[str, Any] 
 
 def metric_batch(beat_no: int) -> dict[str, Any]:
     now = dt.datetime.now()
-    return {f"m{k}": {"name": f"m{k}", "steps": list(range(beat_no * 100, beat_no * 100 + 100)),
-                      "values": [0.5] * 100, "timestamps": [now] * 100} for k in range(10)}
+    return {
+        f"m{k}": {
+            "name": f"m{k}",
+            "steps": list(range(beat_no * 100, beat_no * 100 + 100)),
+            "values": [0.5] * 100,
+            "timestamps": [now] * 100,
+        }
+        for k in range(10)
+    }
 
 
 def bench_metrics(uri: str, beats: int) -> dict[str, list[float]]:
     times: dict[str, list[float]] = {}
-    for label, observer in (("sacred", sacred_observer(uri, "bench_m_sacred")),
-                            ("ours", MongoObserver(url=uri, db_name="bench_m_ours"))):
+    for label, observer in (
+        ("sacred", sacred_observer(uri, "bench_m_sacred")),
+        ("ours", MongoObserver(url=uri, db_name="bench_m_ours")),
+    ):
         start(observer)
         info: dict[str, Any] = {}
         times[label] = [beat(observer, info, "", metric_batch(i)) for i in range(beats)]
@@ -76,8 +98,10 @@ def bench_metrics(uri: str, beats: int) -> dict[str, list[float]]:
 
 def bench_output(uri: str) -> dict[str, dict[int, float | None]]:
     results: dict[str, dict[int, float | None]] = {}
-    for label, observer in (("sacred", sacred_observer(uri, "bench_o_sacred")),
-                            ("ours", MongoObserver(url=uri, db_name="bench_o_ours"))):
+    for label, observer in (
+        ("sacred", sacred_observer(uri, "bench_o_sacred")),
+        ("ours", MongoObserver(url=uri, db_name="bench_o_ours")),
+    ):
         start(observer)
         out, info = "", {"epoch": 1}
         results[label] = {}
@@ -109,8 +133,10 @@ def main() -> None:
         print(f"(a) log_metrics + heartbeat, 1,000 new points per beat, {args.beats} beats (ms)")
         print(f"{'':10}{'mean':>10}{'median':>10}{'last 10':>10}")
         for label, samples in metrics.items():
-            print(f"{label:10}{statistics.mean(samples) * 1e3:10.2f}{statistics.median(samples) * 1e3:10.2f}"
-                  f"{statistics.mean(samples[-10:]) * 1e3:10.2f}")
+            print(
+                f"{label:10}{statistics.mean(samples) * 1e3:10.2f}{statistics.median(samples) * 1e3:10.2f}"
+                f"{statistics.mean(samples[-10:]) * 1e3:10.2f}"
+            )
         ratio = statistics.mean(metrics["ours"]) / statistics.mean(metrics["sacred"])
         print(f"ours / sacred (mean): {ratio:.2f}  target <= 1.0\n")
 

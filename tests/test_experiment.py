@@ -300,3 +300,17 @@ def test_an_artifact_name_escaping_the_run_is_refused_to_the_caller(tmp_path: An
         ex.run()
     assert not (tmp_path / "escape.bin").exists()
     assert memory.run["status"] == "FAILED"
+
+
+def test_capture_mode_no_records_no_output() -> None:
+    observer = InMemoryObserver()
+    ex = Experiment("silent")
+    ex.observers.append(observer)
+
+    @ex.main
+    def main() -> None:
+        print("not recorded")
+
+    ex.run(options={"-C": "no"})
+    assert observer.run["captured_out"] == ""
+    assert observer.run["status"] == "COMPLETED"

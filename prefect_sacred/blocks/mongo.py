@@ -57,7 +57,9 @@ class MongoDBObserverBlock(Block):
         default_factory=lambda: SecretDict({}),
         description="Extra keyword arguments for pymongo.MongoClient, such as TLS files.",
     )
-    priority: int = Field(default=30, description="The observer's priority; the highest gives the run its id.")
+    priority: int = Field(
+        default=30, description="The observer's priority; the highest gives the run its id."
+    )
     queued: bool = Field(
         default=False, description="Write from a background thread that retries while MongoDB is away."
     )
@@ -68,8 +70,13 @@ class MongoDBObserverBlock(Block):
         from prefect_sacred.observers.queue import QueuedMongoObserver
 
         options = dict(self.client_options.get_secret_value())
-        kwargs = dict(url=self.url.get_secret_value(), db_name=self.db_name,
-                      collection_prefix=self.collection_prefix, priority=self.priority, **options)
+        kwargs = dict(
+            url=self.url.get_secret_value(),
+            db_name=self.db_name,
+            collection_prefix=self.collection_prefix,
+            priority=self.priority,
+            **options,
+        )
         if self.queued:
             return QueuedMongoObserver(**kwargs)
         return MongoObserver(**kwargs)

@@ -6,6 +6,7 @@ import contextvars
 import copy
 import inspect
 import json
+import logging
 import os
 import random
 import sys
@@ -15,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, Any
 
-from prefect import Flow, flow
+from prefect import Flow
 
 from prefect_sacred.flows import prefect_api
 from prefect_sacred.flows.capture import DEFAULT_CAPTURE_MODE
@@ -34,6 +35,8 @@ from prefect_sacred.observers.registry import ObserverConfigError, observers_fro
 if typing.TYPE_CHECKING:
     from prefect.client.schemas.objects import FlowRun
 
+logger = logging.getLogger("prefect_sacred")
+
 __all__ = ["Experiment"]
 
 #: Arguments the main function may declare to receive run objects instead of config values.
@@ -46,6 +49,8 @@ class _RunRequest:
 
     options: RunOptions
     config_updates: dict[str, Any] | None
+    #: The validated parameters as Python objects: the config Sacred would record.
+    params: dict[str, Any]
     run: Run | None = None
 
 
@@ -200,16 +205,27 @@ class Experiment:
         if self.name is None:
             self.name = function.__name__
         hooks = self._lifecycle
-        return flow(  # type: ignore[call-overload]
-            body,
-            name=self.name,
-            on_running=[hooks.on_running],
-            on_completion=[hooks.on_completion],
-            on_failure=[hooks.on_failure],
-            on_crashed=[hooks.on_crashed],
-            on_cancellation=[hooks.on_cancellation],
+        options: dict[str, Any] = {
+            "name": self.name,
+            "on_running": [hooks.on_running],
+            "on_completion": [hooks.on_completion],
+            "on_failure": [hooks.on_failure],
+            "on_crashed": [hooks.on_crashed],
+            "on_cancellation": [hooks.on_cancellation],
             **flow_options,
+        }
+        try:
+            return Flow(body, **options)
+        except ValueError:
+            if "validate_parameters" in flow_options:
+                raise
+        # Prefect cannot build its validator for some defaults (a numpy array compares
+        # ambiguously); such an experiment still runs, with its parameters unvalidated.
+        logger.warning(
+            "experiment %r: Prefect cannot validate these config parameters; running unvalidated",
+            self.name,
         )
+        return Flow(body, validate_parameters=False, **options)
 
     # --- inside a run -----------------------------------------------------------------------
 
@@ -298,14 +314,16 @@ class Experiment:
             raise UsageError(f"missing value for config parameter(s): {', '.join(missing)}")
         if params.get("seed") is None:
             params["seed"] = new_seed()
+        if not self.flow.should_validate_parameters:
+            return params
         try:
-            self.flow.validate_parameters(params)
+            validated: dict[str, Any] = self.flow.validate_parameters(params)
         except Exception as exc:
             raise UsageError(" ".join(str(exc).split())) from None
-        return params
+        return validated
 
     def _run(self, params: dict[str, Any], options: RunOptions, updates: dict[str, Any] | None) -> Run:
-        request = _RunRequest(options, updates)
+        request = _RunRequest(options, updates, params)
         token = _request.set(request)
         try:
             self.flow(**params)
@@ -354,6 +372,15 @@ class Experiment:
         """Observers of a run started without ``ex.run``: from code and ``PREFECT_SACRED_OBSERVERS``."""
         return [*self.observers, *observers_from_env()]
 
+    def _typed(self, parameters: dict[str, Any]) -> dict[str, Any]:
+        """A deployment run's JSON parameters as the main function will receive them."""
+        if self._flow is not None and self._flow.should_validate_parameters:
+            try:
+                return dict(self._flow.validate_parameters(dict(parameters)))
+            except Exception:  # Prefect will report it when it calls the flow
+                pass
+        return dict(parameters)
+
     def _create_run(self, flow_run: FlowRun) -> Run:
         request = _request.get()
         if request is not None and request.run is None:
@@ -361,7 +388,7 @@ class Experiment:
         else:  # a deployment, a schedule, the UI, or the flow called directly
             request, options = None, RunOptions()
         observers = [] if options.unobserved else [*self._observers_for_deployment(), *options.observers]
-        config = dict(flow_run.parameters)
+        config = dict(request.params) if request is not None else self._typed(flow_run.parameters)
         if config.get("seed") is None:
             config["seed"] = new_seed()
         meta: dict[str, Any] = {

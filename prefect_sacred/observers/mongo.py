@@ -45,9 +45,26 @@ logger = logging.getLogger("prefect_sacred.mongo")
 DEFAULT_MONGO_PRIORITY = 30
 DEFAULT_FAILURE_DIR = os.path.join(os.path.expanduser("~"), ".prefect_sacred", "mongo_failures")
 INSTALL_HINT = "pip install 'prefect-sacred[mongo]'"
-_OWN_FIELDS = ("_id", "experiment", "format", "command", "host", "start_time", "config", "meta",
-               "status", "resources", "artifacts", "captured_out", "captured_out_file", "info",
-               "heartbeat", "result", "stop_time", "fail_trace")
+_OWN_FIELDS = (
+    "_id",
+    "experiment",
+    "format",
+    "command",
+    "host",
+    "start_time",
+    "config",
+    "meta",
+    "status",
+    "resources",
+    "artifacts",
+    "captured_out",
+    "captured_out_file",
+    "info",
+    "heartbeat",
+    "result",
+    "stop_time",
+    "fail_trace",
+)
 _UNFINISHED = {"RUNNING", "QUEUED"}
 MiB = 1024 * 1024
 
@@ -95,8 +112,14 @@ class MongoObserver(RunObserver):
     """
 
     VERSION = "MongoObserver-0.7.0"
-    COLLECTION_NAME_BLACKLIST = {"fs.files", "fs.chunks", "_properties", "system.indexes",
-                                 "search_space", "search_spaces"}
+    COLLECTION_NAME_BLACKLIST = {
+        "fs.files",
+        "fs.chunks",
+        "_properties",
+        "system.indexes",
+        "search_space",
+        "search_spaces",
+    }
 
     def __init__(
         self,
@@ -147,9 +170,14 @@ class MongoObserver(RunObserver):
         for name in (runs_name, metrics_name):
             if name in self.COLLECTION_NAME_BLACKLIST:
                 raise KeyError(f'Collection name "{name}" is reserved. Please use a different one.')
-        self.initialize(database[runs_name], gridfs.GridFS(database), overwrite=overwrite,
-                        metrics_collection=database[metrics_name], failure_dir=failure_dir,
-                        priority=priority)
+        self.initialize(
+            database[runs_name],
+            gridfs.GridFS(database),
+            overwrite=overwrite,
+            metrics_collection=database[metrics_name],
+            failure_dir=failure_dir,
+            priority=priority,
+        )
         self.captured_out_limit = captured_out_limit
         self.value_limit = value_limit
         self.metrics_chunk_points = metrics_chunk_points
@@ -169,7 +197,9 @@ class MongoObserver(RunObserver):
         self.metrics = metrics_collection
         self.fs = fs
         database = runs_collection.database
-        self.metrics_chunks = database[f"{metrics_collection.name}_chunks"] if metrics_collection is not None else None
+        self.metrics_chunks = (
+            database[f"{metrics_collection.name}_chunks"] if metrics_collection is not None else None
+        )
         self.overwrite = overwrite
         self.priority = priority
         self.failure_dir = str(failure_dir) if failure_dir is not None else None
@@ -217,8 +247,14 @@ class MongoObserver(RunObserver):
     # --- events -------------------------------------------------------------------------------
 
     def queued_event(
-        self, ex_info: dict[str, Any], command: str, host_info: dict[str, Any], queue_time: dt.datetime,
-        config: dict[str, Any], meta_info: dict[str, Any], _id: Any,
+        self,
+        ex_info: dict[str, Any],
+        command: str,
+        host_info: dict[str, Any],
+        queue_time: dt.datetime,
+        config: dict[str, Any],
+        meta_info: dict[str, Any],
+        _id: Any,
     ) -> Any:
         if self.overwrite is not None:
             raise RuntimeError("Can't overwrite with QUEUED run.")
@@ -235,8 +271,14 @@ class MongoObserver(RunObserver):
         return self._insert(_id)
 
     def started_event(
-        self, ex_info: dict[str, Any], command: str, host_info: dict[str, Any], start_time: dt.datetime,
-        config: dict[str, Any], meta_info: dict[str, Any], _id: Any,
+        self,
+        ex_info: dict[str, Any],
+        command: str,
+        host_info: dict[str, Any],
+        start_time: dt.datetime,
+        config: dict[str, Any],
+        meta_info: dict[str, Any],
+        _id: Any,
     ) -> Any:
         self._begin(_id)
         self._connect()
@@ -249,21 +291,23 @@ class MongoObserver(RunObserver):
                 raise RuntimeError(f"Couldn't find run to overwrite with _id='{self.overwrite}'")
             self._overwritten = True
             self._begin(_id)
-        entry.update({
-            "experiment": self._save_sources(ex_info),
-            "format": self.VERSION,
-            "command": command,
-            "host": sanitize(dict(host_info)),
-            "start_time": start_time,
-            "config": None,
-            "meta": sanitize(meta_info),
-            "status": "RUNNING",
-            "resources": [],
-            "artifacts": [],
-            "captured_out": "",
-            "info": {},
-            "heartbeat": None,
-        })
+        entry.update(
+            {
+                "experiment": self._save_sources(ex_info),
+                "format": self.VERSION,
+                "command": command,
+                "host": sanitize(dict(host_info)),
+                "start_time": start_time,
+                "config": None,
+                "meta": sanitize(meta_info),
+                "status": "RUNNING",
+                "resources": [],
+                "artifacts": [],
+                "captured_out": "",
+                "info": {},
+                "heartbeat": None,
+            }
+        )
         self.run_entry = entry
         entry["config"] = self._fit("config", sanitize(flatten(config)))
         return self._insert(_id)
@@ -315,7 +359,10 @@ class MongoObserver(RunObserver):
         self._raise_first(self._retry_pending())
 
     def artifact_event(
-        self, name: str, filename: str, metadata: dict[str, Any] | None = None,
+        self,
+        name: str,
+        filename: str,
+        metadata: dict[str, Any] | None = None,
         content_type: str | None = None,
     ) -> None:
         self._queue_file(("artifact", name, filename, metadata, content_type))
@@ -401,7 +448,9 @@ class MongoObserver(RunObserver):
             except DuplicateKeyError:
                 existing = self.runs.find_one({"_id": _id}, {"status": 1, "meta": 1}) or {}
                 if existing.get("status") != "QUEUED" or self.run_entry["status"] == "QUEUED":
-                    raise FileExistsError(f"a run with _id {_id!r} already exists in {self.runs.name}") from None
+                    raise FileExistsError(
+                        f"a run with _id {_id!r} already exists in {self.runs.name}"
+                    ) from None
                 # The queued run starts: it keeps its id and its queue time.
                 queue_time = (existing.get("meta") or {}).get("queue_time")
                 if queue_time is not None:
@@ -495,12 +544,16 @@ class MongoObserver(RunObserver):
             stored = self.run_entry.get("info") or {}
         else:
             stored = sanitize(flatten(info)) if info else {}
-        refs = [{"name": name, "id": ref} for name, ref in (self._writer.refs if self._writer else {}).items()]
+        refs = [
+            {"name": name, "id": ref} for name, ref in (self._writer.refs if self._writer else {}).items()
+        ]
         if refs:
             own: list[Any] = stored["metrics"] if isinstance(stored.get("metrics"), list) else []
             known = {ref["id"] for ref in refs}
-            stored = {**stored, "metrics": [m for m in own if not (isinstance(m, dict) and m.get("id") in known)]
-                      + refs}
+            stored = {
+                **stored,
+                "metrics": [m for m in own if not (isinstance(m, dict) and m.get("id") in known)] + refs,
+            }
         if info is None:
             return stored
         return self._fit("info", stored, keep=("metrics",))
@@ -541,19 +594,26 @@ class MongoObserver(RunObserver):
             return
         if self._cout_file is None:
             self._cout_file = AppendOnlyGridFile(
-                self.runs.database, f"captured_out://{self.runs.name}/{self._id}",
-                metadata={"run_id": self._id})
-        continues = (len(captured_out) >= self._cout_written
-                     and captured_out[self._cout_written - len(self._cout_check):self._cout_written]
-                     == self._cout_check)
+                self.runs.database,
+                f"captured_out://{self.runs.name}/{self._id}",
+                metadata={"run_id": self._id},
+            )
+        continues = (
+            len(captured_out) >= self._cout_written
+            and captured_out[self._cout_written - len(self._cout_check) : self._cout_written]
+            == self._cout_check
+        )
         if not continues:  # a captured_out_filter rewrote earlier output: store it anew
             self._cout_file.delete()
             self._cout_written, self._cout_check = 0, ""
-        self._set("captured_out", (
-            f"[{len(captured_out) - limit} earlier characters are in GridFS file "
-            f"captured_out://{self.runs.name}/{self._id}]\n" + captured_out[-limit:]
-        ))
-        new = captured_out[self._cout_written:]
+        self._set(
+            "captured_out",
+            (
+                f"[{len(captured_out) - limit} earlier characters are in GridFS file "
+                f"captured_out://{self.runs.name}/{self._id}]\n" + captured_out[-limit:]
+            ),
+        )
+        new = captured_out[self._cout_written :]
         self._cout_file.append(new.encode("utf-8", errors="replace"))
         self._cout_written = len(captured_out)
         self._cout_check = captured_out[-4096:]
@@ -578,8 +638,12 @@ class MongoObserver(RunObserver):
             if content_type is None:
                 content_type = mimetypes.guess_type(filename)[0]
             with open(filename, "rb") as handle:
-                file_id = self.fs.put(handle, filename=f"artifact://{self.runs.name}/{self._id}/{name}",
-                                      metadata=metadata, content_type=content_type)
+                file_id = self.fs.put(
+                    handle,
+                    filename=f"artifact://{self.runs.name}/{self._id}/{name}",
+                    metadata=metadata,
+                    content_type=content_type,
+                )
             self.run_entry.setdefault("artifacts", []).append({"name": name, "file_id": file_id})
             self._dirty.add("artifacts")
         self._save()
@@ -628,7 +692,9 @@ class MongoObserver(RunObserver):
             os.makedirs(directory, exist_ok=True)
         except OSError:
             directory = tempfile.gettempdir()
-        handle, path = tempfile.mkstemp(prefix=f"sacred_mongo_fail_{self._id}_", suffix=".json", dir=directory)
+        handle, path = tempfile.mkstemp(
+            prefix=f"sacred_mongo_fail_{self._id}_", suffix=".json", dir=directory
+        )
         with os.fdopen(handle, "w", encoding="utf-8") as stream:
             stream.write(json_util.dumps(dump, indent=1))
         return path
@@ -668,7 +734,6 @@ def _cap_trace(trace: list[str], limit: int = MiB) -> list[str]:
     for line in reversed(trace[3:]):
         if size + len(line) > limit // 2:
             break
-        tail.insert(0, line[-limit // 2:])
+        tail.insert(0, line[-limit // 2 :])
         size += len(line)
     return [*head, f"... {len(trace) - len(head) - len(tail)} lines left out ...\n", *tail]
-

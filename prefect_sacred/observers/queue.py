@@ -106,8 +106,9 @@ class QueueObserver(RunObserver):
         # A run that finds this instance busy gets a copy: it needs its own queue and thread.
         import copy
 
-        return type(self)(copy.copy(self._covered), self.interval, self.retry_interval,
-                          self.join_timeout, self.failure_dir)
+        return type(self)(
+            copy.copy(self._covered), self.interval, self.retry_interval, self.join_timeout, self.failure_dir
+        )
 
     # --- synchronous events -------------------------------------------------------------------
 
@@ -135,8 +136,10 @@ class QueueObserver(RunObserver):
     # --- queued events ------------------------------------------------------------------------
 
     def heartbeat_event(self, info: dict[str, Any], captured_out: str, beat_time: Any, result: Any) -> None:
-        self._put("heartbeat_event", {"info": dict(info), "captured_out": captured_out,
-                                      "beat_time": beat_time, "result": result})
+        self._put(
+            "heartbeat_event",
+            {"info": dict(info), "captured_out": captured_out, "beat_time": beat_time, "result": result},
+        )
 
     def log_metrics(self, metrics_by_name: dict[str, dict[str, list[Any]]], info: dict[str, Any]) -> None:
         if metrics_by_name:
@@ -145,10 +148,17 @@ class QueueObserver(RunObserver):
     def resource_event(self, filename: str) -> None:
         self._put("resource_event", {"filename": filename})
 
-    def artifact_event(self, name: str, filename: str, metadata: dict[str, Any] | None = None,
-                       content_type: str | None = None) -> None:
-        self._put("artifact_event", {"name": name, "filename": filename, "metadata": metadata,
-                                     "content_type": content_type})
+    def artifact_event(
+        self,
+        name: str,
+        filename: str,
+        metadata: dict[str, Any] | None = None,
+        content_type: str | None = None,
+    ) -> None:
+        self._put(
+            "artifact_event",
+            {"name": name, "filename": filename, "metadata": metadata, "content_type": content_type},
+        )
 
     def completed_event(self, stop_time: Any, result: Any) -> None:
         self._put("completed_event", {"stop_time": stop_time, "result": result})
@@ -199,8 +209,9 @@ class QueueObserver(RunObserver):
     def _start_worker(self) -> None:
         if self._worker is not None and self._worker.is_alive():
             return
-        self._worker = threading.Thread(target=self._loop, daemon=True,
-                                        name=f"prefect-sacred-queue-{type(self._covered).__name__}")
+        self._worker = threading.Thread(
+            target=self._loop, daemon=True, name=f"prefect-sacred-queue-{type(self._covered).__name__}"
+        )
         self._worker.start()
 
     def _loop(self) -> None:
@@ -219,17 +230,22 @@ class QueueObserver(RunObserver):
                 self.last_error = exc
                 if failing_since is None:
                     failing_since = time.monotonic()
-                    logger.warning("%s could not take %s (%s); retrying every %.0f s",
-                                   type(self._covered).__name__, event,
-                                   redact(f"{type(exc).__name__}: {exc}")[:300], self.retry_interval)
+                    logger.warning(
+                        "%s could not take %s (%s); retrying every %.0f s",
+                        type(self._covered).__name__,
+                        event,
+                        redact(f"{type(exc).__name__}: {exc}")[:300],
+                        self.retry_interval,
+                    )
                 with self._condition:
                     self._busy = False
                     self._condition.notify_all()
                     self._condition.wait_for(lambda: self._stop, self.retry_interval)
                 continue
             if failing_since is not None:
-                logger.warning("%s is back after %.0f s", type(self._covered).__name__,
-                               time.monotonic() - failing_since)
+                logger.warning(
+                    "%s is back after %.0f s", type(self._covered).__name__, time.monotonic() - failing_since
+                )
                 failing_since = None
             with self._condition:
                 if self._events and self._events[0][1] is kwargs:
@@ -242,10 +258,16 @@ class QueueObserver(RunObserver):
             events = list(self._events)
             self._events.clear()
         names = ", ".join(sorted({event for event, _ in events}))
-        reason = redact(f"{type(self.last_error).__name__}: {self.last_error}")[:300] if self.last_error else "timeout"
+        reason = (
+            redact(f"{type(self.last_error).__name__}: {self.last_error}")[:300]
+            if self.last_error
+            else "timeout"
+        )
         path = self._dump(events, reason)
-        message = (f"{type(self._covered).__name__}: {len(events)} event(s) not delivered after "
-                   f"{self.join_timeout:.0f} s ({names}; last error: {reason}); saved to {path}")
+        message = (
+            f"{type(self._covered).__name__}: {len(events)} event(s) not delivered after "
+            f"{self.join_timeout:.0f} s ({names}; last error: {reason}); saved to {path}"
+        )
         logger.error("%s", message)
         raise UndeliveredEvents(message)
 
@@ -265,16 +287,24 @@ class QueueObserver(RunObserver):
                 return str(dump_failure(reason))
             finally:
                 self._covered._offline = False
-        directory = self.failure_dir or os.path.join(os.path.expanduser("~"), ".prefect_sacred", "queue_failures")
+        directory = self.failure_dir or os.path.join(
+            os.path.expanduser("~"), ".prefect_sacred", "queue_failures"
+        )
         try:
             os.makedirs(directory, exist_ok=True)
         except OSError:
             directory = tempfile.gettempdir()
         handle, path = tempfile.mkstemp(prefix="queue_fail_", suffix=".json", dir=directory)
         with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            json.dump({"observer": type(self._covered).__name__, "reason": reason,
-                       "events": [{"event": event, "kwargs": flatten(kwargs)} for event, kwargs in events]},
-                      stream, indent=1)
+            json.dump(
+                {
+                    "observer": type(self._covered).__name__,
+                    "reason": reason,
+                    "events": [{"event": event, "kwargs": flatten(kwargs)} for event, kwargs in events],
+                },
+                stream,
+                indent=1,
+            )
         return path
 
 
@@ -321,14 +351,26 @@ class QueuedMongoObserver(QueueObserver):
         from prefect_sacred.observers.mongo import MongoObserver
 
         covered = MongoObserver(
-            url=url, db_name=db_name, collection=collection, collection_prefix=collection_prefix,
-            overwrite=overwrite, priority=priority, client=client, failure_dir=failure_dir,
-            final_save_timeout=0.0, **kwargs,
+            url=url,
+            db_name=db_name,
+            collection=collection,
+            collection_prefix=collection_prefix,
+            overwrite=overwrite,
+            priority=priority,
+            client=client,
+            failure_dir=failure_dir,
+            final_save_timeout=0.0,
+            **kwargs,
         )
         # The queue retries and, when it gives up, has the observer save the whole run once.
         covered._dump_on_final_failure = False
-        super().__init__(covered, interval=interval, retry_interval=retry_interval,
-                         join_timeout=join_timeout, failure_dir=failure_dir)
+        super().__init__(
+            covered,
+            interval=interval,
+            retry_interval=retry_interval,
+            join_timeout=join_timeout,
+            failure_dir=failure_dir,
+        )
 
     @classmethod
     def create(cls, *args: Any, **kwargs: Any) -> QueuedMongoObserver:

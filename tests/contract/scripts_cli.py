@@ -12,8 +12,8 @@ ex = Experiment("cli")
 @ex.main
 def cli(mode: str = "complete") -> str:
     print("cli run", mode, flush=True)
-    if mode == "sigterm":
-        os.kill(os.getpid(), signal.SIGTERM)
+    if mode in ("sigterm", "sigint"):  # SIGINT is what Ctrl-C sends
+        os.kill(os.getpid(), signal.SIGTERM if mode == "sigterm" else signal.SIGINT)
         time.sleep(30)
     if mode == "fail":
         raise RuntimeError("cli failure")

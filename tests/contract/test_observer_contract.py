@@ -157,7 +157,15 @@ def test_values_json_cannot_express_are_stored_without_crashing_the_run(backend:
     ex.observers.append(backend.observer())
 
     @ex.main
-    def train(tags: list = ["a"], _run: Any = None) -> Any:  # noqa: B006
+    def train(
+        weights: Any = np.arange(3),  # noqa: B008
+        when: dt.datetime = dt.datetime(2024, 1, 2, 3, 4, 5),
+        labels: set = {"b", "a"},  # noqa: B006
+        pair: tuple = (1, 2),
+        origin: Any = Point(0, 0),  # noqa: B008
+        _run: Any = None,
+    ) -> Any:
+        assert isinstance(weights, np.ndarray) and isinstance(labels, set) and isinstance(origin, Point)
         _run.info.update(
             array=np.arange(3),
             scalar=np.float64(1.5),
@@ -169,9 +177,11 @@ def test_values_json_cannot_express_are_stored_without_crashing_the_run(backend:
         )
         return {"array": np.ones(2), "point": Point(3, 4), "scalar": np.int64(7)}
 
-    run = ex.run()
+    run = ex.run(config_updates={"pair": (3, 4)})
     record = backend.record(run._id)
     assert record.status == "COMPLETED"
+    assert set(record.config) >= {"weights", "when", "labels", "pair", "origin", "seed"}
+    assert all(record.config[key] is not None for key in ("weights", "when", "labels", "pair", "origin"))
     assert set(record.info) >= {"array", "scalar", "when", "labels", "pair", "point", "nan"}
     assert record.result is not None
 

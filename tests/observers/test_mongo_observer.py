@@ -36,27 +36,62 @@ def ex_info(tmp_path: Path, name: str = "main.py", text: str = "print(1)\n") -> 
     (tmp_path / name).write_text(text)
     import hashlib
 
-    return {"name": "exp", "base_dir": str(tmp_path), "sources": [(name, hashlib.md5(text.encode()).hexdigest())],
-            "dependencies": ["numpy==1"], "repositories": [], "mainfile": name}
+    return {
+        "name": "exp",
+        "base_dir": str(tmp_path),
+        "sources": [(name, hashlib.md5(text.encode()).hexdigest())],
+        "dependencies": ["numpy==1"],
+        "repositories": [],
+        "mainfile": name,
+    }
 
 
 def start(observer: MongoObserver, tmp_path: Path, _id: Any = None, config: Any = None) -> Any:
-    return observer.started_event(ex_info=ex_info(tmp_path), command="main", host_info={"hostname": "h"},
-                                  start_time=NOW, config=config or {"lr": 0.1}, meta_info={"comment": "c"}, _id=_id)
+    return observer.started_event(
+        ex_info=ex_info(tmp_path),
+        command="main",
+        host_info={"hostname": "h"},
+        start_time=NOW,
+        config=config or {"lr": 0.1},
+        meta_info={"comment": "c"},
+        _id=_id,
+    )
 
 
 def metric(name: str, steps: list[int]) -> dict[str, Any]:
-    return {name: {"name": name, "steps": steps, "values": [s / 2 for s in steps], "timestamps": [NOW] * len(steps)}}
+    return {
+        name: {
+            "name": name,
+            "steps": steps,
+            "values": [s / 2 for s in steps],
+            "timestamps": [NOW] * len(steps),
+        }
+    }
 
 
-def test_started_document_is_sacreds_and_updates_keep_other_tools_fields(server: MongoWireServer, db: Any,
-                                                                        tmp_path: Path) -> None:
+def test_started_document_is_sacreds_and_updates_keep_other_tools_fields(
+    server: MongoWireServer, db: Any, tmp_path: Path
+) -> None:
     observer = MongoObserver(url=server.uri)
     run_id = start(observer, tmp_path)
     doc = db.runs.find_one({"_id": run_id})
     assert run_id == 1 and isinstance(doc["_id"], int)
-    assert set(doc) == {"_id", "experiment", "format", "command", "host", "start_time", "config", "meta",
-                        "status", "resources", "artifacts", "captured_out", "info", "heartbeat"}
+    assert set(doc) == {
+        "_id",
+        "experiment",
+        "format",
+        "command",
+        "host",
+        "start_time",
+        "config",
+        "meta",
+        "status",
+        "resources",
+        "artifacts",
+        "captured_out",
+        "info",
+        "heartbeat",
+    }
     assert doc["format"] == "MongoObserver-0.7.0" and doc["status"] == "RUNNING"
     assert doc["start_time"] == NOW and doc["start_time"].tzinfo is None
     assert doc["heartbeat"] is None and doc["info"] == {} and doc["captured_out"] == ""
@@ -79,8 +114,9 @@ def test_started_document_is_sacreds_and_updates_keep_other_tools_fields(server:
     assert set(metric_doc) == {"_id", "run_id", "name", "steps", "values", "timestamps"}
 
 
-def test_artifacts_and_resources_in_gridfs_deduplicated_by_md5(server: MongoWireServer, db: Any,
-                                                               tmp_path: Path) -> None:
+def test_artifacts_and_resources_in_gridfs_deduplicated_by_md5(
+    server: MongoWireServer, db: Any, tmp_path: Path
+) -> None:
     data = tmp_path / "data.csv"
     data.write_text("a,b\n")
     for _ in range(2):  # two runs with the same sources and resource
@@ -104,7 +140,8 @@ def test_artifacts_and_resources_in_gridfs_deduplicated_by_md5(server: MongoWire
 
 
 def test_fifty_concurrent_starts_get_distinct_ids_and_string_ids_do_not_break_counting(
-        server: MongoWireServer, db: Any, tmp_path: Path) -> None:
+    server: MongoWireServer, db: Any, tmp_path: Path
+) -> None:
     start(MongoObserver(url=server.uri), tmp_path, _id="abc")
     ids: list[Any] = []
     barrier = threading.Barrier(50)
@@ -124,25 +161,31 @@ def test_fifty_concurrent_starts_get_distinct_ids_and_string_ids_do_not_break_co
     assert db.runs.count_documents({}) == 52
 
 
-def test_keys_mongodb_rejects_are_renamed_before_writing(server: MongoWireServer, db: Any, tmp_path: Path) -> None:
+def test_keys_mongodb_rejects_are_renamed_before_writing(
+    server: MongoWireServer, db: Any, tmp_path: Path
+) -> None:
     observer = MongoObserver(url=server.uri)
     run_id = start(observer, tmp_path, config={"opt": {"a.b": 1, "$set": 2}})
-    observer.heartbeat_event(info={"x.y": {"$z": 1}, 12.7: "n"}, captured_out="", beat_time=NOW, result={"r.s": 1})
+    observer.heartbeat_event(
+        info={"x.y": {"$z": 1}, 12.7: "n"}, captured_out="", beat_time=NOW, result={"r.s": 1}
+    )
     doc = db.runs.find_one({"_id": run_id})
     assert doc["config"]["opt"] == {"a,b": 1, "@set": 2}
     assert doc["info"]["x,y"] == {"@z": 1} and doc["result"] == {"r,s": 1}
 
 
-def test_document_stays_under_16_mb_and_the_whole_output_is_in_gridfs(server: MongoWireServer, db: Any,
-                                                                     tmp_path: Path) -> None:
+def test_document_stays_under_16_mb_and_the_whole_output_is_in_gridfs(
+    server: MongoWireServer, db: Any, tmp_path: Path
+) -> None:
     observer = MongoObserver(url=server.uri)
     run_id = start(observer, tmp_path)
     line = "x" * 99 + "\n"
     out = ""
     for _ in range(20):  # 20 MB of output and a 17 MB info value
         out += line * 10_000
-        observer.heartbeat_event(info={"blob": "i" * (17 * 2**20), "small": 1}, captured_out=out,
-                                 beat_time=NOW, result=None)
+        observer.heartbeat_event(
+            info={"blob": "i" * (17 * 2**20), "small": 1}, captured_out=out, beat_time=NOW, result=None
+        )
     out += "the end\n"
     observer.heartbeat_event(info={"small": 2}, captured_out=out, beat_time=NOW, result=None)
     observer.completed_event(stop_time=NOW, result="r" * (5 * 2**20))
@@ -162,7 +205,7 @@ def test_a_metric_with_many_points_loses_none(server: MongoWireServer, db: Any, 
     run_id = start(observer, tmp_path)
     steps = list(range(5500))
     for begin in range(0, 5500, 700):
-        observer.log_metrics(metric("acc", steps[begin:begin + 700]), {})
+        observer.log_metrics(metric("acc", steps[begin : begin + 700]), {})
         observer.heartbeat_event(info={}, captured_out="", beat_time=NOW, result=None)
     observer.completed_event(stop_time=NOW, result=None)
     main = db.metrics.find_one({"run_id": run_id, "name": "acc"})
@@ -180,12 +223,15 @@ def test_unreachable_server_fails_the_start_quickly_without_the_password(tmp_pat
     with pytest.raises(ConnectionError) as caught:
         start(observer, tmp_path)
     assert time.monotonic() - began < 5
-    assert "s3cret" not in str(caught.value) and "cannot reach MongoDB at mongodb://alice:***@127.0.0.1" in str(caught.value)
+    assert "s3cret" not in str(
+        caught.value
+    ) and "cannot reach MongoDB at mongodb://alice:***@127.0.0.1" in str(caught.value)
     assert "s3cret" not in (observer.run_location() or "")
 
 
-def test_failed_heartbeat_is_retried_with_full_state_and_no_metric_is_lost(server: MongoWireServer, db: Any,
-                                                                          tmp_path: Path) -> None:
+def test_failed_heartbeat_is_retried_with_full_state_and_no_metric_is_lost(
+    server: MongoWireServer, db: Any, tmp_path: Path
+) -> None:
     # Above pymongo's 0.5 s minimum heartbeat, so the restarted server is found again in time.
     observer = MongoObserver(url=server.uri, serverSelectionTimeoutMS=1500)
     run_id = start(observer, tmp_path)
@@ -194,18 +240,28 @@ def test_failed_heartbeat_is_retried_with_full_state_and_no_metric_is_lost(serve
     with pytest.raises(pymongo.errors.PyMongoError):
         observer.log_metrics(metric("m", [1, 2]), {})
     with pytest.raises(pymongo.errors.PyMongoError):
-        observer.heartbeat_event(info={"epoch": 1}, captured_out="during outage\n", beat_time=NOW, result=None)
+        observer.heartbeat_event(
+            info={"epoch": 1}, captured_out="during outage\n", beat_time=NOW, result=None
+        )
     server.start()
     observer.log_metrics(metric("m", [3]), {})
-    observer.heartbeat_event(info={"epoch": 2}, captured_out="during outage\nafter\n", beat_time=NOW, result=1)
+    observer.heartbeat_event(
+        info={"epoch": 2}, captured_out="during outage\nafter\n", beat_time=NOW, result=1
+    )
     doc = db.runs.find_one({"_id": run_id})
-    assert doc["info"]["epoch"] == 2 and doc["captured_out"] == "during outage\nafter\n" and doc["result"] == 1
+    assert (
+        doc["info"]["epoch"] == 2 and doc["captured_out"] == "during outage\nafter\n" and doc["result"] == 1
+    )
     assert read_metric(db.metrics, db.metrics_chunks, run_id, "m")["steps"] == [0, 1, 2, 3]
 
 
 def test_final_write_failure_dumps_the_run_and_says_where(server: MongoWireServer, tmp_path: Path) -> None:
-    observer = MongoObserver(url=server.uri, serverSelectionTimeoutMS=200, final_save_timeout=0.5,
-                             failure_dir=tmp_path / "failures")
+    observer = MongoObserver(
+        url=server.uri,
+        serverSelectionTimeoutMS=200,
+        final_save_timeout=0.5,
+        failure_dir=tmp_path / "failures",
+    )
     run_id = start(observer, tmp_path)
     observer.heartbeat_event(info={"a": 1}, captured_out="all of it\n", beat_time=NOW, result=None)
     server.stop()
@@ -233,8 +289,15 @@ def test_reattach_finishes_a_run_started_elsewhere(server: MongoWireServer, db: 
 
 def test_queued_run_keeps_its_id_when_it_starts(server: MongoWireServer, db: Any, tmp_path: Path) -> None:
     observer = MongoObserver(url=server.uri)
-    run_id = observer.queued_event(ex_info=ex_info(tmp_path), command="main", host_info={}, queue_time=NOW,
-                                   config={"lr": 1}, meta_info={}, _id=None)
+    run_id = observer.queued_event(
+        ex_info=ex_info(tmp_path),
+        command="main",
+        host_info={},
+        queue_time=NOW,
+        config={"lr": 1},
+        meta_info={},
+        _id=None,
+    )
     assert db.runs.find_one({"_id": run_id})["status"] == "QUEUED"
     assert start(MongoObserver(url=server.uri), tmp_path, _id=run_id) == run_id
     doc = db.runs.find_one({"_id": run_id})

@@ -22,25 +22,38 @@ from tests.servers.mongo_wire import MongoWireServer
 from tests.support import PYTHON, subprocess_env
 
 
-@pytest.mark.parametrize(("value", "expected"), [
-    ("foo", {"db_name": "foo"}),
-    ("foo.bar", {"db_name": "foo", "collection": "bar"}),
-    ("localhost:28017", {"url": "localhost:28017"}),
-    ("localhost:28017:foo", {"url": "localhost:28017", "db_name": "foo"}),
-    ("localhost:28017:foo.bar", {"url": "localhost:28017", "db_name": "foo", "collection": "bar"}),
-    ("foo.bar:12!17", {"db_name": "foo", "collection": "bar", "overwrite": "12", "priority": 17}),
-    ("foo!-123", {"db_name": "foo", "priority": -123}),
-    ("mongodb://u:p%40w@h1:1,h2:2/exp?authSource=admin!5",
-     {"url": "mongodb://u:p%40w@h1:1,h2:2/exp?authSource=admin", "db_name": "exp", "priority": 5}),
-    ("mongodb+srv://u:pw@cluster0.example.net/exp.runs2",
-     {"url": "mongodb+srv://u:pw@cluster0.example.net/exp.runs2", "db_name": "exp", "collection": "runs2"}),
-    ("mongodb://h", {"url": "mongodb://h"}),
-])
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("foo", {"db_name": "foo"}),
+        ("foo.bar", {"db_name": "foo", "collection": "bar"}),
+        ("localhost:28017", {"url": "localhost:28017"}),
+        ("localhost:28017:foo", {"url": "localhost:28017", "db_name": "foo"}),
+        ("localhost:28017:foo.bar", {"url": "localhost:28017", "db_name": "foo", "collection": "bar"}),
+        ("foo.bar:12!17", {"db_name": "foo", "collection": "bar", "overwrite": "12", "priority": 17}),
+        ("foo!-123", {"db_name": "foo", "priority": -123}),
+        (
+            "mongodb://u:p%40w@h1:1,h2:2/exp?authSource=admin!5",
+            {"url": "mongodb://u:p%40w@h1:1,h2:2/exp?authSource=admin", "db_name": "exp", "priority": 5},
+        ),
+        (
+            "mongodb+srv://u:pw@cluster0.example.net/exp.runs2",
+            {
+                "url": "mongodb+srv://u:pw@cluster0.example.net/exp.runs2",
+                "db_name": "exp",
+                "collection": "runs2",
+            },
+        ),
+        ("mongodb://h", {"url": "mongodb://h"}),
+    ],
+)
 def test_mongo_db_grammar(value: str, expected: dict[str, Any]) -> None:
     assert parse_mongo_db_arg(value) == expected
 
 
-@pytest.mark.parametrize("value", ["", "1db", "host:99999", "mongodb://", "mongodb://u:pw@/db", "a b", "db..c"])
+@pytest.mark.parametrize(
+    "value", ["", "1db", "host:99999", "mongodb://", "mongodb://u:pw@/db", "a b", "db..c"]
+)
 def test_malformed_mongo_db_values_are_config_errors(value: str) -> None:
     with pytest.raises(ObserverConfigError):
         parse_mongo_db_arg(value)
@@ -95,8 +108,13 @@ def test_plain_observer_ends_with_the_right_status_after_an_outage(tmp_path: Pat
 def test_queue_gives_up_after_a_bounded_wait_and_saves_the_run(tmp_path: Path) -> None:
     server = MongoWireServer()
     server.start()
-    observer = QueuedMongoObserver(url=server.uri, retry_interval=0.2, serverSelectionTimeoutMS=200,
-                                   join_timeout=1.0, failure_dir=tmp_path)
+    observer = QueuedMongoObserver(
+        url=server.uri,
+        retry_interval=0.2,
+        serverSelectionTimeoutMS=200,
+        join_timeout=1.0,
+        failure_dir=tmp_path,
+    )
     ex = Experiment("gone")
     ex.observers.append(observer)
 
@@ -119,7 +137,7 @@ def test_queue_gives_up_after_a_bounded_wait_and_saves_the_run(tmp_path: Path) -
     assert issubclass(UndeliveredEvents, RuntimeError)
 
 
-SCRIPT = '''
+SCRIPT = """
 from prefect_sacred import Experiment
 ex = Experiment("cli")
 
@@ -128,7 +146,7 @@ def main(lr: float = 0.1, _run=None):
     _run.log_scalar("acc", 0.9)
     print("hello from the script")
     return lr * 2
-'''
+"""
 
 
 @pytest.mark.slow
@@ -136,21 +154,37 @@ def test_command_line_run_with_mongo_flag(tmp_path: Path) -> None:
     script = tmp_path / "exp.py"
     script.write_text(SCRIPT)
     with MongoWireServer() as server:
-        done = subprocess.run([PYTHON, str(script), "with", "lr=0.5", "-m", f"127.0.0.1:{server.port}:clidb"],
-                              capture_output=True, text=True, timeout=120, env=subprocess_env(), cwd=tmp_path)
+        done = subprocess.run(
+            [PYTHON, str(script), "with", "lr=0.5", "-m", f"127.0.0.1:{server.port}:clidb"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=subprocess_env(),
+            cwd=tmp_path,
+        )
         assert done.returncode == 0, done.stderr[-3000:]
         doc = pymongo.MongoClient(server.uri)["clidb"].runs.find_one({})
         assert doc["status"] == "COMPLETED" and doc["result"] == 1.0 and doc["config"]["lr"] == 0.5
         assert "hello from the script" in doc["captured_out"]
         assert doc["info"]["metrics"][0]["name"] == "acc"
-    bad = subprocess.run([PYTHON, str(script), "-m", "mongodb://"], capture_output=True, text=True,
-                         timeout=120, env=subprocess_env(), cwd=tmp_path)
+    bad = subprocess.run(
+        [PYTHON, str(script), "-m", "mongodb://"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=subprocess_env(),
+        cwd=tmp_path,
+    )
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
 
 
 def test_block_round_trip_builds_an_observer_and_hides_the_password() -> None:
-    block = MongoDBObserverBlock(url="mongodb://alice:s3cret@127.0.0.1:1/?authSource=admin", db_name="exp",
-                                 client_options={"tls": False}, queued=True)
+    block = MongoDBObserverBlock(
+        url="mongodb://alice:s3cret@127.0.0.1:1/?authSource=admin",
+        db_name="exp",
+        client_options={"tls": False},
+        queued=True,
+    )
     block.save("test-mongo", overwrite=True)
     loaded = MongoDBObserverBlock.load("test-mongo")
     assert "s3cret" not in repr(loaded)
@@ -173,6 +207,11 @@ class TestBlockStandards:
 
 
 def test_importing_the_blocks_does_not_import_pymongo() -> None:
-    done = subprocess.run([sys.executable, "-c", "import sys, prefect_sacred.blocks; print('pymongo' in sys.modules)"],
-                          capture_output=True, text=True, env=subprocess_env(), timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys, prefect_sacred.blocks; print('pymongo' in sys.modules)"],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=60,
+    )
     assert done.stdout.strip() == "False"
