@@ -169,6 +169,34 @@ def test_observer_urls_in_the_environment_choose_observers(
     assert (tmp_path / "b" / "1" / "run.json").exists()
 
 
+def test_a_malformed_observer_setting_exits_2_before_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("PREFECT_SACRED_OBSERVERS", "file://ok mongodb:/broken-no-slashes")
+    ex = make_experiment()
+    with pytest.raises(SystemExit) as exit_info:
+        ex.run_commandline(["-F", str(tmp_path / "runs")])
+    assert exit_info.value.code == 2
+    assert "not an observer URL" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_deployment_run_with_a_malformed_setting_fails_and_says_why(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from prefect_sacred import ObserverError
+    from prefect_sacred.testing import InMemoryObserver
+
+    observer = InMemoryObserver()
+    ex = make_experiment()
+    ex.observers.append(observer)
+    monkeypatch.setenv("PREFECT_SACRED_OBSERVERS", "nosuchscheme://x")
+    with pytest.raises(ObserverError, match="PREFECT_SACRED_OBSERVERS: no observer for URL scheme"):
+        ex.flow()  # as a deployment calls it: no ex.run, observers from code and the environment
+    assert observer.run["status"] == "FAILED"
+    assert "PREFECT_SACRED_OBSERVERS" in observer.run["fail_trace"][-1]
+
+
 def test_a_bad_observer_url_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     from prefect_sacred import ObserverConfigError
     from prefect_sacred.observers import observer_from_url

@@ -314,3 +314,33 @@ def test_capture_mode_no_records_no_output() -> None:
     ex.run(options={"-C": "no"})
     assert observer.run["captured_out"] == ""
     assert observer.run["status"] == "COMPLETED"
+
+
+def test_a_subprocess_outliving_the_run_neither_hangs_it_nor_loses_output() -> None:
+    import os
+    import subprocess
+    import sys
+    import time
+
+    observer = InMemoryObserver()
+    ex = Experiment("lingering")
+    ex.observers.append(observer)
+    children: list[subprocess.Popen[bytes]] = []
+
+    @ex.main
+    def main() -> None:
+        # Inherits fds 1 and 2, the capture's pipes, and keeps them open for 60 s.
+        children.append(subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]))
+        os.write(1, b"written at fd level\n")
+        os.write(2, b"and to stderr\n")
+
+    began = time.monotonic()
+    try:
+        ex.run(options={"--capture": "fd"})
+        assert time.monotonic() - began < 30  # the end does not wait for the child's 60 s
+    finally:
+        for child in children:
+            child.kill()
+            child.wait()
+    assert "written at fd level" in observer.run["captured_out"]
+    assert "and to stderr" in observer.run["captured_out"]

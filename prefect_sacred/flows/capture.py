@@ -19,6 +19,7 @@ import logging
 import os
 import sys
 import threading
+import time
 from typing import Any, Protocol, TextIO
 
 __all__ = ["CAPTURE_MODES", "Capture", "apply_backspaces_and_linefeeds", "start_capture"]
@@ -89,8 +90,10 @@ class _FdCapture:
         self._flush_std_streams()
         self._saved = {fd: os.dup(fd) for fd in (1, 2)}
         self._pumps: list[threading.Thread] = []
+        self._read_ends: list[int] = []
         for fd in (1, 2):
             read_end, write_end = os.pipe()
+            self._read_ends.append(read_end)
             os.dup2(write_end, fd)
             os.close(write_end)
             pump = threading.Thread(
@@ -123,7 +126,6 @@ class _FdCapture:
                     view = view[os.write(terminal, view) :]
             except OSError:  # the terminal went away; keep capturing regardless
                 pass
-        os.close(read_end)
 
     def read(self) -> str:
         with self._lock:
@@ -140,14 +142,26 @@ class _FdCapture:
                 setattr(sys, name, stream)
         for fd, saved in self._saved.items():
             os.dup2(saved, fd)  # closes our write end of the pipe: the pump sees EOF once drained
-        for pump in self._pumps:
-            # A subprocess that outlives the run keeps the pipe open; don't wait for it forever.
-            pump.join(timeout=2.0)
+        self._drain_pumps()
         if not any(pump.is_alive() for pump in self._pumps):
-            for saved in self._saved.values():
-                os.close(saved)
+            for fd in [*self._saved.values(), *self._read_ends]:
+                os.close(fd)
         self._stopped = True
         _fd_lock.release()
+
+    def _drain_pumps(self) -> None:
+        """Wait until every byte written before stop is read; not for writers that linger.
+
+        A subprocess that outlives the run keeps the pipe open, so EOF may never come. Waiting
+        stops once nothing is left unread and the grace period is over, or at the hard limit.
+        """
+        started = time.monotonic()
+        while any(pump.is_alive() for pump in self._pumps):
+            for pump in self._pumps:
+                pump.join(0.05)
+            waited = time.monotonic() - started
+            if waited > 60 or (waited > 2 and not any(_unread(fd) for fd in self._read_ends)):
+                return
 
     def bind(self) -> None:
         return None
@@ -159,6 +173,19 @@ class _FdCapture:
                 stream.flush()
             except Exception:
                 pass
+
+
+def _unread(fd: int) -> int:
+    """Bytes waiting in pipe ``fd``."""
+    import fcntl  # POSIX only, like fd capture itself
+    import struct
+    import termios
+
+    try:
+        count: int = struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
+    except OSError:
+        return 0
+    return count
 
 
 def _writes_to_fd(stream: Any, fd: int) -> bool:

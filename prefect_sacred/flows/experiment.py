@@ -29,8 +29,8 @@ from prefect_sacred.flows.commandline import (
 )
 from prefect_sacred.flows.info import gather_experiment_info, gather_host_info
 from prefect_sacred.flows.lifecycle import RunLifecycle
-from prefect_sacred.flows.run import Run, current_run, format_fail_trace
-from prefect_sacred.observers.registry import ObserverConfigError, observers_from_env
+from prefect_sacred.flows.run import ObserverError, Run, current_run, format_fail_trace
+from prefect_sacred.observers.registry import OBSERVERS_ENV_VAR, ObserverConfigError, observers_from_env
 
 if typing.TYPE_CHECKING:
     from prefect.client.schemas.objects import FlowRun
@@ -237,7 +237,7 @@ class Experiment:
         context = FlowRunContext.get()
         run = self._lifecycle.live_run(context.flow_run.id) if context and context.flow_run else None
         if run is None:
-            raise RuntimeError("the experiment run was not started (its on_running hook did not run)")
+            raise RuntimeError("the experiment run could not start: see the on_running hook's error above")
         if run.start_error is not None:
             raise run.start_error
         seed = run.config["seed"]
@@ -303,6 +303,7 @@ class Experiment:
         """
         resolved = resolve_options(options)
         params = self._validated_parameters(config_updates)
+        observers_from_env()  # a malformed deployment setting fails here, before anything runs
         return self._run(params, resolved, config_updates)
 
     def _validated_parameters(self, config_updates: dict[str, Any] | None) -> dict[str, Any]:
@@ -346,6 +347,7 @@ class Experiment:
             )
             options = resolve_options(raw_options)
             params = self._validated_parameters(updates)
+            observers_from_env()
         except (UsageError, ObserverConfigError) as exc:
             print(f"{prog}: error: {exc}", file=sys.stderr)
             raise SystemExit(2) from None
@@ -372,6 +374,16 @@ class Experiment:
         """Observers of a run started without ``ex.run``: from code and ``PREFECT_SACRED_OBSERVERS``."""
         return [*self.observers, *observers_from_env()]
 
+    def _observers_for(self, options: RunOptions) -> tuple[list[Any], ObserverError | None]:
+        if options.unobserved:
+            return [], None
+        try:
+            return [*self._observers_for_deployment(), *options.observers], None
+        except ObserverConfigError as exc:
+            # The run still starts for the observers from code, which then record this failure.
+            error = ObserverError(f"{OBSERVERS_ENV_VAR}: {exc}")
+            return [*self.observers, *options.observers], error
+
     def _typed(self, parameters: dict[str, Any]) -> dict[str, Any]:
         """A deployment run's JSON parameters as the main function will receive them."""
         if self._flow is not None and self._flow.should_validate_parameters:
@@ -387,7 +399,7 @@ class Experiment:
             options = request.options
         else:  # a deployment, a schedule, the UI, or the flow called directly
             request, options = None, RunOptions()
-        observers = [] if options.unobserved else [*self._observers_for_deployment(), *options.observers]
+        observers, setup_error = self._observers_for(options)
         config = dict(request.params) if request is not None else self._typed(flow_run.parameters)
         if config.get("seed") is None:
             config["seed"] = new_seed()
@@ -421,6 +433,7 @@ class Experiment:
             captured_out_filter=self.captured_out_filter,
             _id=options.id,
         )
+        run.start_error = setup_error
         run.on_finish = _release
         self.last_run = run
         if request is not None:

@@ -61,20 +61,25 @@ def _local_source_files(base_dir: str, mainfile: str | None) -> list[str]:
     return sorted(str(path) for path in found if path.is_file())
 
 
+# Installed distributions do not change while a process runs; scanning them costs ~0.3 s.
+_providers = functools.cache(importlib.metadata.packages_distributions)
+
+
+@functools.cache
+def _pinned(distribution: str) -> str | None:
+    try:
+        return f"{distribution}=={importlib.metadata.version(distribution)}"
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
 def _imported_distributions() -> list[str]:
     """``name==version`` of every installed distribution that provides an imported module."""
-    providers = importlib.metadata.packages_distributions()
-    names: set[str] = set()
-    for module_name in list(sys.modules):
-        top = module_name.partition(".")[0]
-        names.update(providers.get(top, ()))
-    dependencies = set()
-    for name in names:
-        try:
-            dependencies.add(f"{name}=={importlib.metadata.version(name)}")
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return sorted(dependencies, key=str.lower)
+    providers = _providers()
+    tops = {module_name.partition(".")[0] for module_name in list(sys.modules)}
+    names = {name for top in tops for name in providers.get(top, ())}
+    pinned = {_pinned(name) for name in names}
+    return sorted((entry for entry in pinned if entry), key=str.lower)
 
 
 def _git(cwd: str, *args: str) -> str | None:

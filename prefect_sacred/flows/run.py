@@ -174,14 +174,17 @@ class Run:
                     )
                 except Exception as exc:
                     message = redact(f"{type(exc).__name__}: {exc}")
-                    self.start_error = ObserverError(
+                    # A setup error found before start (start_error already set) is kept.
+                    self.start_error = self.start_error or ObserverError(
                         f"observer {observer_name(observer)} failed to start the run: {message}"
                     )
-                    self.logger.error("%s", self.start_error)
-                    return
+                    break
                 self._started.append(observer)
                 if self._id is None:
                     self._id = returned
+        if self.start_error is not None:
+            self.logger.error("%s", self.start_error)
+            return
         if self.beat_interval > 0:
             self._heartbeat = Heartbeat(self.beat_interval, self.beat)
             self._heartbeat.start()

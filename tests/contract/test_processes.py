@@ -33,11 +33,17 @@ def _run_id(text: str) -> Any:
 
 
 @pytest.mark.parametrize("mode", ["sigterm", "sigint"])
-def test_sigterm_or_ctrl_c_of_a_command_line_run_is_recorded_as_interrupted(backend: Backend, mode: str) -> None:
+def test_sigterm_or_ctrl_c_of_a_command_line_run_is_recorded_as_interrupted(
+    backend: Backend, mode: str
+) -> None:
     backend.observer()  # fresh storage for this run
     done = subprocess.run(
         [PYTHON, str(HERE / "scripts_cli.py"), "with", f"mode={mode}", *backend.cli_args()],
-        capture_output=True, text=True, timeout=120, env=subprocess_env(), cwd=HERE,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=subprocess_env(),
+        cwd=HERE,
         # A non-interactive shell starts children with SIGINT ignored; a terminal would not.
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
