@@ -344,3 +344,20 @@ def test_a_subprocess_outliving_the_run_neither_hangs_it_nor_loses_output() -> N
             child.wait()
     assert "written at fd level" in observer.run["captured_out"]
     assert "and to stderr" in observer.run["captured_out"]
+
+
+def test_metric_values_of_any_numeric_type_are_stored(tmp_path: Any) -> None:
+    from decimal import Decimal
+    from fractions import Fraction
+
+    ex = Experiment("numbers")
+    ex.observers.append(FileStorageObserver(tmp_path))
+
+    @ex.main
+    def main(_run: Any = None) -> None:
+        for value in (Decimal("1.5"), Fraction(1, 4), True, 3):
+            _run.log_scalar("mixed", value)
+
+    run = ex.run()
+    metrics = json.loads((tmp_path / str(run._id) / "metrics.json").read_text())
+    assert metrics["mixed"]["values"] == [1.5, 0.25, True, 3]

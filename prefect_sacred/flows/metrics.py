@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import numbers
 import time
 from collections import deque
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 __all__ = ["MetricsLogger", "linearize_metrics"]
 
 _EPOCH = dt.datetime(1970, 1, 1)
+_PLAIN = (int, float, bool)
 
 
 class MetricsLogger:
@@ -49,6 +51,10 @@ def linearize_metrics(entries: list[tuple[str, Any, Any, float]]) -> dict[str, d
         if metric is None:
             metric = by_name[name] = {"steps": [], "values": [], "timestamps": [], "name": name}
         metric["steps"].append(step)
+        # Decimal, Fraction and other numbers become floats here, off the hot path, so every
+        # backend can store them.
+        if type(value) not in _PLAIN and isinstance(value, numbers.Number):
+            value = float(value)  # type: ignore[arg-type]
         metric["values"].append(value)
         metric["timestamps"].append(_EPOCH + dt.timedelta(seconds=stamp))
     return by_name

@@ -168,7 +168,8 @@ class FileStorageObserver(RunObserver):
                         "steps": metric["steps"],
                         "values": metric["values"],
                         "timestamps": stamps,
-                    }
+                    },
+                    default=str,
                 )
             )
         if self._journal_backlog:  # a failed append is retried with the next batch
@@ -341,7 +342,7 @@ class FileStorageObserver(RunObserver):
 
     def _write_metrics_json(self) -> None:
         began = time.monotonic()
-        text = json.dumps(self._metrics, sort_keys=True, indent=2)
+        text = json.dumps(self._metrics, sort_keys=True, indent=2, default=str)
         _write_atomic(os.path.join(self._dir, "metrics.json"), text)
         self._json_written_at = time.monotonic()
         self._json_write_seconds = self._json_written_at - began
