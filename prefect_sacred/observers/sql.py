@@ -8,6 +8,9 @@ Sacred's observer:
   the heartbeat thread are visible to other connections while the run is running;
 * a beat is one transaction: the new metric points (one bulk insert into ``metric``), the
   heartbeat, ``info``, the result and only the *new* captured output (appended in the database);
+* a metric step that is not a whole number is stored as logged (``metric.step_exact``), and a
+  point that cannot be stored at all (a step that is not a number) is left out with an error
+  naming the metric, instead of failing the beats that follow;
 * run ids are the sequential ``run.id`` numbers (1, 2, 3 ...), unique across processes because
   the database assigns them;
 * the first use creates the tables, and a second process doing the same at the same moment waits
@@ -15,27 +18,36 @@ Sacred's observer:
 * an unreachable database or wrong credentials fail the run at start, with the URL's password
   hidden.
 
+The pieces live beside this module: :mod:`~prefect_sacred.observers.sql_engine` (engines,
+transactions, errors), :mod:`~prefect_sacred.observers.sql_shared_rows` (host, experiment,
+resources), :mod:`~prefect_sacred.observers.sql_metrics` (metric points) and
+:mod:`~prefect_sacred.observers.sql_schema` (tables and their creation).
+
 Requires ``pip install 'prefect-sacred[sql]'``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import math
-import os
-import time
 from typing import TYPE_CHECKING, Any
 
 from prefect_sacred.flows.info import md5_of_file
 from prefect_sacred.observers.base import RunObserver
 from prefect_sacred.observers.registry import (
     ObserverConfigError,
-    redact,
     register_observer_option,
     register_url_scheme,
 )
+from prefect_sacred.observers.sql_engine import (
+    SqlObserverError,
+    begin,
+    described_errors,
+    engine_for_url,
+    sqlalchemy_module,
+)
+from prefect_sacred.observers.sql_metrics import MetricRow, finite, metric_rows
 from prefect_sacred.serialization import flatten
 
 if TYPE_CHECKING:
@@ -43,23 +55,9 @@ if TYPE_CHECKING:
 
 __all__ = ["SqlObserver", "SqlObserverError"]
 
-INSTALL_HINT = "pip install 'prefect-sacred[sql]'"
 # MySQL/MariaDB refuse statements (and values built by CONCAT) above max_allowed_packet: output
 # is sent in pieces this large, and what no longer fits in run.captured_out goes to run_output.
 _PIECE = 1 << 20
-_MYSQL = ("mysql", "mariadb")
-
-
-class SqlObserverError(RuntimeError):
-    """The database cannot be reached or refused the run (the message never holds a password)."""
-
-
-def _sqlalchemy() -> Any:
-    try:
-        import sqlalchemy
-    except ImportError:
-        raise ImportError(f"SqlObserver needs SQLAlchemy: {INSTALL_HINT}") from None
-    return sqlalchemy
 
 
 class SqlObserver(RunObserver):
@@ -76,22 +74,23 @@ class SqlObserver(RunObserver):
         ObserverConfigError: ``url`` is not a valid SQLAlchemy URL.
     """
 
+    # Per run (see _reset). _cout is the output stored so far (None: unknown), _cout_bytes its
+    # size in run.captured_out and _overflow_seq the last run_output piece; the three change
+    # only once the transaction writing them has committed.
+    _run_key: str | None
+    _pending: list[MetricRow]
+    _cout: str | None
+    _cout_bytes: int
+    _overflow_seq: int
+
     def __init__(self, url: str, echo: bool = False, priority: int = 40) -> None:
-        sqlalchemy = _sqlalchemy()
         self.url = url
         self.priority = priority
-        try:
-            self.engine = _create_engine(sqlalchemy, url, echo)
-        except sqlalchemy.exc.ArgumentError as exc:
-            raise ObserverConfigError(f"invalid database URL {redact(url)!r}: {exc}") from None
-        except ImportError as exc:
-            raise ImportError(f"no driver for {redact(url)!r} ({exc}): {INSTALL_HINT}") from None
+        self.engine = engine_for_url(url, echo)
         self._reset(None)
 
     @classmethod
-    def create_from(
-        cls, engine: sa.Engine | None, session: Any = None, priority: int = 40
-    ) -> SqlObserver:
+    def create_from(cls, engine: sa.Engine | None, session: Any = None, priority: int = 40) -> SqlObserver:
         """An observer on an existing engine (Sacred's alternative constructor).
 
         Args:
@@ -101,7 +100,7 @@ class SqlObserver(RunObserver):
                 from the heartbeat thread commit independently of the caller's session.
             priority: Observer priority.
         """
-        _sqlalchemy()
+        sqlalchemy_module()
         if engine is None:
             if session is None:
                 raise ValueError("create_from needs an engine or a session bound to one")
@@ -125,7 +124,7 @@ class SqlObserver(RunObserver):
         meta_info: dict[str, Any],
         _id: Any,
     ) -> Any:
-        values = self._run_values(ex_info, command, host_info, config, meta_info)
+        values = _run_values(command, config, meta_info)
         values.update(status="QUEUED", queue_time=queue_time)
         return self._create_run(values, _id, ex_info, host_info)
 
@@ -139,20 +138,17 @@ class SqlObserver(RunObserver):
         meta_info: dict[str, Any],
         _id: Any,
     ) -> Any:
-        values = self._run_values(ex_info, command, host_info, config, meta_info)
+        values = _run_values(command, config, meta_info)
         values.update(status="RUNNING", start_time=start_time, captured_out="", info=json.dumps({}))
         return self._create_run(values, _id, ex_info, host_info)
 
-    def log_metrics(
-        self, metrics_by_name: dict[str, dict[str, list[Any]]], info: dict[str, Any]
-    ) -> None:
+    def log_metrics(self, metrics_by_name: dict[str, dict[str, list[Any]]], info: dict[str, Any]) -> None:
         # Buffered and written with the heartbeat that follows, in one transaction; a beat that
         # fails keeps its points for the next one.
-        for name, series in metrics_by_name.items():
-            for step, value, stamp in zip(
-                series["steps"], series["values"], series["timestamps"], strict=False
-            ):
-                self._pending.append((self._run_key, name, int(step), _finite(value), stamp))
+        rows, refused = metric_rows(self._started_key(), metrics_by_name)
+        self._pending.extend(rows)
+        if refused:  # the caller logs it as this observer's error; the other points are kept
+            raise ValueError("; ".join(refused))
 
     def heartbeat_event(
         self, info: dict[str, Any], captured_out: str, beat_time: dt.datetime, result: Any
@@ -188,34 +184,12 @@ class SqlObserver(RunObserver):
         )
 
     def resource_event(self, filename: str) -> None:
-        from prefect_sacred.observers import sql_schema as t
+        from prefect_sacred.observers.sql_shared_rows import link_resource
 
-        sa = _sqlalchemy()
+        run_key = self._started_key()
         md5 = md5_of_file(filename)
-        with self._begin() as conn:
-            resource_id = conn.execute(
-                sa.select(t.resource.c.resource_id)
-                .where(t.resource.c.filename == filename, t.resource.c.md5sum == md5)
-                .limit(1)
-            ).scalar()
-            if resource_id is None:
-                with open(filename, "rb") as handle:
-                    content = handle.read()
-                resource_id = conn.execute(
-                    t.resource.insert().values(filename=filename, md5sum=md5, content=content)
-                ).inserted_primary_key[0]
-            linked = conn.execute(
-                sa.select(sa.func.count())
-                .select_from(t.runs_resources)
-                .where(
-                    t.runs_resources.c.run_id == self._run_key,
-                    t.runs_resources.c.resource_id == resource_id,
-                )
-            ).scalar()
-            if not linked:
-                conn.execute(
-                    t.runs_resources.insert().values(run_id=self._run_key, resource_id=resource_id)
-                )
+        with begin(self.engine) as conn:
+            link_resource(conn, run_key, filename, md5)
 
     def artifact_event(
         self,
@@ -226,12 +200,11 @@ class SqlObserver(RunObserver):
     ) -> None:
         from prefect_sacred.observers import sql_schema as t
 
+        run_key = self._started_key()
         with open(filename, "rb") as handle:
             content = handle.read()
-        with self._begin() as conn:
-            conn.execute(
-                t.artifact.insert().values(filename=name, content=content, run_id=self._run_key)
-            )
+        with begin(self.engine) as conn:
+            conn.execute(t.artifact.insert().values(filename=name, content=content, run_id=run_key))
 
     def join(self) -> None:
         if self._pending and self._run_key is not None:
@@ -240,20 +213,18 @@ class SqlObserver(RunObserver):
     def reattach(self, _id: Any) -> bool:
         from prefect_sacred.observers import sql_schema as t
 
-        sa = _sqlalchemy()
+        sa = sqlalchemy_module()
         try:
-            with self._begin() as conn:
-                row = conn.execute(
-                    sa.select(t.run.c.status, t.run.c.captured_out).where(
-                        t.run.c.run_id == str(_id)
-                    )
-                ).first()
+            with begin(self.engine) as conn:
+                status = conn.execute(sa.select(t.run.c.status).where(t.run.c.run_id == str(_id))).scalar()
         except SqlObserverError:
             return False
-        if row is None or row.status in t.FINISHED_STATUSES:
+        if status is None or status in t.FINISHED_STATUSES:
             return False
         self._reset(str(_id))
-        self._cout = row.captured_out or ""
+        # What is stored is not read (it may be large and only the final event follows): should
+        # output come after all, it replaces the stored output instead of being appended to it.
+        self._cout = None
         return True
 
     def run_location(self) -> str | None:
@@ -266,85 +237,30 @@ class SqlObserver(RunObserver):
     def _reset(self, run_key: str | None) -> None:
         """Per-run state: fresh objects, since a busy observer is shallow-copied for a new run."""
         self._run_key = run_key
-        self._pending: list[tuple[str | None, str, int, float | None, dt.datetime]] = []
+        self._pending = []
         self._cout = ""
         self._cout_bytes = 0
         self._overflow_seq = 0
 
-    def _begin(self) -> Any:
-        """A transaction on a pooled connection; connection failures become a clear error."""
-        sa = _sqlalchemy()
-        try:
-            connection = self.engine.connect()
-        except sa.exc.DBAPIError as exc:
-            raise SqlObserverError(self._describe(exc)) from None
-        return _Transaction(connection)
-
-    def _describe(self, exc: BaseException) -> str:
-        where = self.engine.url.render_as_string(hide_password=True)
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        password = self.engine.url.password
-        if password:
-            reason = reason.replace(str(password), "***")
-        return redact(f"cannot use the database {where}: {reason}")
-
-    def _ensure_tables(self) -> None:
-        """Create missing tables; concurrent first uses serialize on a database lock or retry."""
-        from prefect_sacred.observers import sql_schema as t
-
-        sa = _sqlalchemy()
-        for attempt in range(5):
-            with self._begin() as conn:
-                dialect = conn.dialect.name
-                if set(sa.inspect(conn).get_table_names()) >= set(t.metadata.tables):
-                    return
-            try:
-                with self._begin() as conn:
-                    if dialect == "postgresql":  # released at commit
-                        conn.execute(sa.text("SELECT pg_advisory_xact_lock(7251009)"))
-                        t.metadata.create_all(conn, checkfirst=True)
-                    elif dialect in _MYSQL:  # DDL commits implicitly: a session lock instead
-                        conn.execute(sa.text("SELECT GET_LOCK('prefect_sacred_schema', 60)"))
-                        try:
-                            t.metadata.create_all(conn, checkfirst=True)
-                        finally:
-                            conn.execute(sa.text("SELECT RELEASE_LOCK('prefect_sacred_schema')"))
-                    else:
-                        t.metadata.create_all(conn, checkfirst=True)
-                return
-            except sa.exc.DBAPIError:
-                # Another process created a table or type between our check and our CREATE.
-                if attempt == 4:
-                    raise
-                time.sleep(0.2 * (attempt + 1))
-
-    def _run_values(
-        self,
-        ex_info: dict[str, Any],
-        command: str,
-        host_info: dict[str, Any],
-        config: dict[str, Any],
-        meta_info: dict[str, Any],
-    ) -> dict[str, Any]:
-        return {
-            "command": command,
-            "config": json.dumps(flatten(config)),
-            "priority": float(meta_info.get("priority", 0.0) or 0.0),
-            "comment": meta_info.get("comment", ""),
-            "meta_json": json.dumps(flatten(meta_info)),
-        }
+    def _started_key(self) -> str:
+        if self._run_key is None:
+            raise SqlObserverError("SqlObserver received an event before the run started")
+        return self._run_key
 
     def _create_run(
         self, values: dict[str, Any], _id: Any, ex_info: dict[str, Any], host_info: dict[str, Any]
     ) -> Any:
-        sa = _sqlalchemy()
-        try:
-            self._ensure_tables()
+        from prefect_sacred.observers.sql_schema import create_tables
+        from prefect_sacred.observers.sql_shared_rows import experiment_id, host_id
+
+        sa = sqlalchemy_module()
+        with described_errors(self.engine):
+            create_tables(lambda: begin(self.engine), self.engine.dialect.name)
             for _attempt in range(10):
                 try:
-                    with self._begin() as conn:
-                        values["host_id"] = _host_id(conn, host_info)
-                        values["experiment_id"] = _experiment_id(conn, ex_info)
+                    with begin(self.engine) as conn:
+                        values["host_id"] = host_id(conn, host_info)
+                        values["experiment_id"] = experiment_id(conn, ex_info)
                         run_key = self._claim_id(conn, values, _id)
                     break
                 except sa.exc.IntegrityError:
@@ -353,15 +269,13 @@ class SqlObserver(RunObserver):
                     # Another process took the id we derived; the next attempt derives a new one.
             else:
                 raise SqlObserverError("could not claim a run id after 10 attempts")
-        except sa.exc.DBAPIError as exc:
-            raise SqlObserverError(self._describe(exc)) from None
         self._reset(run_key)
         return _id if _id is not None else int(run_key)
 
     def _claim_id(self, conn: Any, values: dict[str, Any], _id: Any) -> str:
         from prefect_sacred.observers import sql_schema as t
 
-        sa = _sqlalchemy()
+        sa = sqlalchemy_module()
         if _id is not None:
             key = str(_id)
             existing = conn.execute(sa.select(t.run.c.status).where(t.run.c.run_id == key)).first()
@@ -382,259 +296,93 @@ class SqlObserver(RunObserver):
 
     def _update(self, values: dict[str, Any], captured_out: str | None = None) -> None:
         from prefect_sacred.observers import sql_schema as t
+        from prefect_sacred.observers.sql_metrics import insert_metrics
 
-        if self._run_key is None:
-            raise SqlObserverError("SqlObserver received an event before the run started")
-        sa = _sqlalchemy()
-        try:
-            with self._begin() as conn:
-                if self._pending:
-                    _insert_metrics(conn, self._pending)
-                if captured_out is not None:
-                    self._write_output(conn, captured_out)
-                if values:
-                    conn.execute(
-                        t.run.update().where(t.run.c.run_id == self._run_key).values(**values)
-                    )
-        except sa.exc.DBAPIError as exc:
-            raise SqlObserverError(self._describe(exc)) from None
+        run_key = self._started_key()
+        output_state = self._cout_bytes, self._overflow_seq
+        with described_errors(self.engine), begin(self.engine) as conn:
+            if self._pending:
+                insert_metrics(conn, self._pending)
+            if captured_out is not None:
+                output_state = self._write_output(conn, run_key, captured_out)
+            if values:
+                conn.execute(t.run.update().where(t.run.c.run_id == run_key).values(**values))
         self._pending = []
         if captured_out is not None:
             self._cout = captured_out
+            self._cout_bytes, self._overflow_seq = output_state
 
-    def _write_output(self, conn: Any, captured_out: str) -> None:
-        """Send only what is new; rewrite everything when a filter changed earlier output."""
+    def _write_output(self, conn: Any, run_key: str, captured_out: str) -> tuple[int, int]:
+        """Send only what is new; rewrite everything when a filter changed earlier output.
+
+        Returns the bytes now in ``run.captured_out`` and the last ``run_output`` piece.
+        """
         from prefect_sacred.observers import sql_schema as t
 
         run = t.run
-        if captured_out.startswith(self._cout):
+        cout_bytes, seq = self._cout_bytes, self._overflow_seq
+        if self._cout is not None and captured_out.startswith(self._cout):
             new = captured_out[len(self._cout) :]
         else:
-            conn.execute(run.update().where(run.c.run_id == self._run_key).values(captured_out=""))
-            conn.execute(t.run_output.delete().where(t.run_output.c.run_id == self._run_key))
-            self._cout_bytes, self._overflow_seq, new = 0, 0, captured_out
+            conn.execute(run.update().where(run.c.run_id == run_key).values(captured_out=""))
+            conn.execute(t.run_output.delete().where(t.run_output.c.run_id == run_key))
+            cout_bytes, seq, new = 0, 0, captured_out
+        if not new:
+            return cout_bytes, seq
         limit = self._cell_limit(conn)
         for start in range(0, len(new), _PIECE):
             piece = new[start : start + _PIECE]
             size = len(piece.encode("utf-8", "replace"))
-            if self._overflow_seq == 0 and self._cout_bytes + size <= limit:
+            if seq == 0 and cout_bytes + size <= limit:
                 conn.execute(
                     run.update()
-                    .where(run.c.run_id == self._run_key)
+                    .where(run.c.run_id == run_key)
                     .values(captured_out=_coalesce(run.c.captured_out).concat(piece))
                 )
-                self._cout_bytes += size
+                cout_bytes += size
             else:
-                self._overflow_seq += 1
-                conn.execute(
-                    t.run_output.insert().values(
-                        run_id=self._run_key, seq=self._overflow_seq, chunk=piece
-                    )
-                )
+                seq += 1
+                conn.execute(t.run_output.insert().values(run_id=run_key, seq=seq, chunk=piece))
+        return cout_bytes, seq
 
     def _cell_limit(self, conn: Any) -> float:
-        if conn.dialect.name not in _MYSQL:
+        from prefect_sacred.observers.sql_schema import MYSQL
+
+        if conn.dialect.name not in MYSQL:
             return math.inf
         if not hasattr(self, "_packet"):
-            sa = _sqlalchemy()
+            sa = sqlalchemy_module()
             self._packet = int(conn.execute(sa.text("SELECT @@max_allowed_packet")).scalar())
+        # A piece is at most 4 bytes a character, and the statement carries it beside the cell.
         return max(self._packet - 2 * _PIECE * 4, _PIECE)
 
 
-class _Transaction:
-    """``with``: a connection in a transaction, committed on success, always closed."""
-
-    def __init__(self, connection: Any) -> None:
-        self._connection = connection
-
-    def __enter__(self) -> Any:
-        self._connection.begin()
-        return self._connection
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        try:
-            if exc_type is None:
-                self._connection.commit()
-            else:
-                self._connection.rollback()
-        finally:
-            self._connection.close()
-
-
-_METRIC_COLUMNS = ("run_id", "name", "step", "value", "timestamp")
-# SQLAlchemy's own text format for DateTime on SQLite, so its readers parse what we write.
-_SQLITE_DATETIME = "%Y-%m-%d %H:%M:%S.%f"
-
-
-def _insert_metrics(conn: Any, rows: list[tuple[Any, ...]]) -> None:
-    """One bulk insert. On SQLite straight through the driver's executemany: SQLAlchemy's
-    per-row parameter processing would cost more than SQLite's own inserts."""
-    from prefect_sacred.observers import sql_schema as t
-
-    if conn.dialect.name == "sqlite":
-        conn.exec_driver_sql(
-            "INSERT INTO metric (run_id, name, step, value, timestamp) VALUES (?, ?, ?, ?, ?)",
-            [(*row[:4], row[4].strftime(_SQLITE_DATETIME)) for row in rows],
-        )
-    else:
-        conn.execute(
-            t.metric.insert(), [dict(zip(_METRIC_COLUMNS, row, strict=True)) for row in rows]
-        )
+def _run_values(command: str, config: dict[str, Any], meta_info: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "command": command,
+        "config": json.dumps(flatten(config)),
+        "priority": float(meta_info.get("priority", 0.0) or 0.0),
+        "comment": meta_info.get("comment", ""),
+        "meta_json": json.dumps(flatten(meta_info)),
+    }
 
 
 def _coalesce(column: Any) -> Any:
-    sa = _sqlalchemy()
+    sa = sqlalchemy_module()
     return sa.func.coalesce(column, sa.literal("", sa.Text()), type_=sa.Text())
-
-
-def _finite(value: Any) -> float | None:
-    number = float(value)
-    return number if math.isfinite(number) else None
 
 
 def _result_values(result: Any) -> dict[str, Any]:
     numeric = None
     if isinstance(result, (int, float)) and not isinstance(result, bool):
-        numeric = _finite(result)
+        numeric = finite(result)
     else:
         try:  # numpy scalars and other number types
             if hasattr(result, "__float__") and not hasattr(result, "__len__"):
-                numeric = _finite(result)
+                numeric = finite(result)
         except (TypeError, ValueError, OverflowError):
             numeric = None
     return {"result": numeric, "result_json": json.dumps(flatten(result))}
-
-
-def _create_engine(sqlalchemy: Any, url: str, echo: bool) -> Any:
-    parsed = sqlalchemy.engine.make_url(url)
-    options: dict[str, Any] = {"echo": echo, "pool_pre_ping": True}
-    if parsed.get_backend_name() != "sqlite":
-        return sqlalchemy.create_engine(parsed, **options)
-    if parsed.database in (None, "", ":memory:"):
-        # One shared connection: per-thread connections would each see their own empty database.
-        from sqlalchemy.pool import StaticPool
-
-        options.update(poolclass=StaticPool, connect_args={"check_same_thread": False})
-    else:
-        options["connect_args"] = {"timeout": 60}
-        directory = os.path.dirname(os.path.abspath(parsed.database))
-        os.makedirs(directory, exist_ok=True)
-    engine = sqlalchemy.create_engine(parsed, **options)
-
-    # Writers take the database lock when their transaction begins (BEGIN IMMEDIATE): with
-    # several processes, a deferred transaction upgrading to a write lock fails at once
-    # ("database is locked") instead of waiting for the busy timeout.
-    @sqlalchemy.event.listens_for(engine, "connect")
-    def _autocommit_driver(dbapi_connection: Any, record: Any) -> None:
-        dbapi_connection.isolation_level = None
-
-    @sqlalchemy.event.listens_for(engine, "begin")
-    def _begin_immediate(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
-
-    return engine
-
-
-def _host_id(conn: Any, host_info: dict[str, Any]) -> int:
-    from prefect_sacred.observers import sql_schema as t
-
-    os_name, os_info = [*list(host_info.get("os") or []), "", ""][:2]
-    values = {
-        "hostname": str(host_info.get("hostname", ""))[:255],
-        "cpu": str(host_info.get("cpu", ""))[:255],
-        "os": str(os_name)[:64],
-        "os_info": str(os_info)[:255],
-        "python_version": str(host_info.get("python_version", ""))[:64],
-    }
-    return _get_or_insert(conn, t.host, "host_id", values)
-
-
-def _experiment_id(conn: Any, ex_info: dict[str, Any]) -> int:
-    from prefect_sacred.observers import sql_schema as t
-
-    sa = _sqlalchemy()
-    name = str(ex_info.get("name", ""))[:255]
-    md5 = hashlib.md5(json.dumps(ex_info, default=str).encode()).hexdigest()
-    found = conn.execute(
-        sa.select(t.experiment.c.experiment_id)
-        .where(t.experiment.c.name == name, t.experiment.c.md5sum == md5)
-        .limit(1)
-    ).scalar()
-    if found is not None:
-        return int(found)
-    base_dir = str(ex_info.get("base_dir", ""))
-    experiment_id = int(
-        conn.execute(
-            t.experiment.insert().values(name=name, md5sum=md5, base_dir=base_dir[:1024])
-        ).inserted_primary_key[0]
-    )
-    for relpath, md5sum in ex_info.get("sources", []):
-        source_id = _source_id(conn, base_dir, relpath, md5sum)
-        conn.execute(
-            t.experiments_sources.insert().values(experiment_id=experiment_id, source_id=source_id)
-        )
-    for requirement in ex_info.get("dependencies", []):
-        dep_name, _, version = str(requirement).partition("==")
-        dependency_id = _get_or_insert(
-            conn, t.dependency, "dependency_id", {"name": dep_name[:255], "version": version[:128]}
-        )
-        conn.execute(
-            t.experiments_dependencies.insert().values(
-                experiment_id=experiment_id, dependency_id=dependency_id
-            )
-        )
-    for repo in ex_info.get("repositories", []):
-        repository_id = _get_or_insert(
-            conn,
-            t.repository,
-            "repository_id",
-            {
-                "url": str(repo.get("url"))[:2048],
-                "commit": str(repo.get("commit"))[:40],
-                "dirty": bool(repo.get("dirty")),
-            },
-        )
-        conn.execute(
-            t.experiments_repositories.insert().values(
-                experiment_id=experiment_id, repository_id=repository_id
-            )
-        )
-    return experiment_id
-
-
-def _source_id(conn: Any, base_dir: str, relpath: str, md5sum: str) -> int:
-    from prefect_sacred.observers import sql_schema as t
-
-    sa = _sqlalchemy()
-    found = conn.execute(
-        sa.select(t.source.c.source_id)
-        .where(t.source.c.filename == relpath, t.source.c.md5sum == md5sum)
-        .limit(1)
-    ).scalar()
-    if found is not None:
-        return int(found)
-    try:
-        with open(os.path.join(base_dir, relpath), encoding="utf-8", errors="replace") as handle:
-            content: str | None = handle.read()
-    except OSError:  # the source moved since the run started: keep its name and digest
-        content = None
-    return int(
-        conn.execute(
-            t.source.insert().values(filename=relpath, md5sum=md5sum, content=content)
-        ).inserted_primary_key[0]
-    )
-
-
-def _get_or_insert(conn: Any, table: Any, key: str, values: dict[str, Any]) -> int:
-    sa = _sqlalchemy()
-    found = conn.execute(
-        sa.select(table.c[key])
-        .where(*(table.c[name] == value for name, value in values.items()))
-        .limit(1)
-    ).scalar()
-    if found is not None:
-        return int(found)
-    return int(conn.execute(table.insert().values(**values)).inserted_primary_key[0])
 
 
 @register_observer_option("-s", "--sql", "DB_URL", "Add an SQL observer (any SQLAlchemy URL).")

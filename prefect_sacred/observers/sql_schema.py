@@ -15,19 +15,28 @@ Sacred's tables and column names are kept so that Sacred's own models
   ``status_detail`` (a custom interrupt status that the status enum cannot hold).
 * Extra tables: ``metric`` (one row per point, indexed on ``(run_id, name, step)``; Sacred drops
   metrics) and ``run_output`` (captured output beyond what one MySQL/MariaDB packet can carry).
+  A step that is not a whole number is kept in ``metric.step_exact``, with its floor in ``step``;
+  readers take ``step_exact`` when it is not NULL.
+
+:func:`create_tables` creates what is missing, and several processes may call it at once.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import time
+from collections.abc import Callable
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
 __all__ = [
     "FINISHED_STATUSES",
+    "MYSQL",
     "STATUSES",
     "artifact",
+    "create_tables",
     "dependency",
     "experiment",
     "experiments_dependencies",
@@ -49,23 +58,29 @@ STATUSES = ("RUNNING", "COMPLETED", "INTERRUPTED", "TIMEOUT", "FAILED", "QUEUED"
 FINISHED_STATUSES = frozenset({"COMPLETED", "INTERRUPTED", "TIMEOUT", "FAILED"})
 RUN_ID = 64
 
-_MYSQL = ("mysql", "mariadb")
+#: The dialect names of MySQL and MariaDB, which need their own types and statement sizes.
+MYSQL = ("mysql", "mariadb")
 
 
 def _text() -> sa.types.TypeEngine[str]:
-    return sa.Text().with_variant(mysql.LONGTEXT(), *_MYSQL)
+    return sa.Text().with_variant(mysql.LONGTEXT(), *MYSQL)
 
 
 def _blob() -> sa.types.TypeEngine[bytes]:
-    return sa.LargeBinary().with_variant(mysql.LONGBLOB(), *_MYSQL)
+    return sa.LargeBinary().with_variant(mysql.LONGBLOB(), *MYSQL)
 
 
 def _datetime() -> sa.types.TypeEngine[dt.datetime]:
-    return sa.DateTime().with_variant(mysql.DATETIME(fsp=6), *_MYSQL)
+    return sa.DateTime().with_variant(mysql.DATETIME(fsp=6), *MYSQL)
 
 
+# asdecimal=False: SQLAlchemy reads MySQL's DOUBLE as Decimal otherwise, our other dialects as float.
 def _float() -> sa.types.TypeEngine[float]:
-    return sa.Float().with_variant(mysql.DOUBLE(), *_MYSQL)
+    return sa.Float().with_variant(mysql.DOUBLE(asdecimal=False), *MYSQL)
+
+
+def _double() -> sa.types.TypeEngine[float]:
+    return sa.Double().with_variant(mysql.DOUBLE(asdecimal=False), *MYSQL)
 
 
 metadata = sa.MetaData()
@@ -196,8 +211,10 @@ metric = sa.Table(
     sa.Column("run_id", sa.String(RUN_ID), sa.ForeignKey("run.run_id"), nullable=False),
     sa.Column("name", sa.String(255), nullable=False),
     sa.Column("step", sa.BigInteger, nullable=False),
+    # Only for a step that is not a whole number (``step`` then holds its floor, for the index).
+    sa.Column("step_exact", _double()),
     # NaN and infinities are stored as NULL: MariaDB and SQLite cannot store them.
-    sa.Column("value", sa.Double().with_variant(mysql.DOUBLE(), *_MYSQL)),
+    sa.Column("value", _double()),
     sa.Column("timestamp", _datetime()),
     sa.Index("ix_metric_run_name_step", "run_id", "name", "step"),
 )
@@ -209,3 +226,35 @@ run_output = sa.Table(
     sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("chunk", _text()),
 )
+
+
+def create_tables(begin: Callable[[], Any], dialect: str) -> None:
+    """Create the missing tables; concurrent first uses serialize on a database lock or retry.
+
+    Args:
+        begin: Opens a transaction (a context manager yielding the connection).
+        dialect: The engine's dialect name, which decides the kind of lock.
+    """
+    for attempt in range(5):
+        with begin() as conn:
+            if set(sa.inspect(conn).get_table_names()) >= set(metadata.tables):
+                return
+        try:
+            with begin() as conn:
+                if dialect == "postgresql":  # released at commit
+                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(7251009)"))
+                    metadata.create_all(conn, checkfirst=True)
+                elif dialect in MYSQL:  # DDL commits implicitly: a session lock instead
+                    conn.execute(sa.text("SELECT GET_LOCK('prefect_sacred_schema', 60)"))
+                    try:
+                        metadata.create_all(conn, checkfirst=True)
+                    finally:
+                        conn.execute(sa.text("SELECT RELEASE_LOCK('prefect_sacred_schema')"))
+                else:
+                    metadata.create_all(conn, checkfirst=True)
+            return
+        except sa.exc.DBAPIError:
+            # Another process created a table or type between our check and our CREATE.
+            if attempt == 4:
+                raise
+            time.sleep(0.2 * (attempt + 1))

@@ -44,13 +44,13 @@ def read_run(engine: Any, run_id: Any) -> RunRecord:
             .all()
         )
         metrics: dict[str, dict[str, list[Any]]] = {}
-        for name, step, value in conn.execute(
-            sa.select(t.metric.c.name, t.metric.c.step, t.metric.c.value)
+        for name, step, step_exact, value in conn.execute(
+            sa.select(t.metric.c.name, t.metric.c.step, t.metric.c.step_exact, t.metric.c.value)
             .where(t.metric.c.run_id == key)
             .order_by(t.metric.c.metric_id)
         ):
             series = metrics.setdefault(name, {"steps": [], "values": []})
-            series["steps"].append(step)
+            series["steps"].append(step if step_exact is None else step_exact)
             series["values"].append(value)
         artifacts = dict(
             conn.execute(

@@ -191,6 +191,47 @@ def test_results_metrics_and_traces_json_cannot_hold_are_kept(db_url: str, tmp_p
     assert row.result is None and json.loads(row.result_json)["acc"]["value"] == 0.5
 
 
+def test_a_step_that_is_not_a_whole_number_is_stored_as_logged(db_url: str, tmp_path: Path) -> None:
+    observer = SqlObserver(db_url)
+    _id = start(observer, tmp_path)
+    steps = [0, 0.5, np.int64(2), 3.0, -1.25, 2**62]
+    observer.log_metrics(
+        {"lr": {"steps": steps, "values": [1.0] * 6, "timestamps": [T1] * 6, "name": "lr"}}, {}
+    )
+    observer.completed_event(stop_time=T2, result=None)
+    stored = read_run(observer.engine, _id).metrics["lr"]["steps"]
+    assert stored == [0, 0.5, 2, 3, -1.25, 2**62]
+    assert [type(step) for step in stored] == [int, float, int, int, float, int]
+    with observer.engine.connect() as conn:  # the floor keeps the index ordering the points
+        floors = conn.execute(sa.select(sql_schema.metric.c.step).order_by("metric_id")).scalars()
+        assert list(floors) == [0, 0, 2, 3, -2, 2**62]
+
+
+def test_points_that_cannot_be_stored_are_refused_loudly_and_do_not_block_later_beats(
+    db_url: str, tmp_path: Path
+) -> None:
+    observer = SqlObserver(db_url)
+    _id = start(observer, tmp_path)
+    bad = {
+        "loss": {
+            "steps": [0, "one", float("nan"), 2**70, 4, 5],
+            "values": [0.5, 0.5, 0.5, 0.5, "high", 0.25],
+            "timestamps": [T1] * 6,
+            "name": "loss",
+        },
+        "x" * 300: {"steps": [0], "values": [1.0], "timestamps": [T1], "name": "x" * 300},
+    }
+    with pytest.raises(ValueError) as caught:
+        observer.log_metrics(bad, {})
+    message = str(caught.value)
+    assert "metric 'loss': 4 point(s) not recorded" in message and "'one' is not a number" in message
+    assert "longer than 255 characters" in message
+    observer.heartbeat_event(info={"ok": 1}, captured_out="beat\n", beat_time=T2, result=None)
+    record = read_run(observer.engine, _id)
+    assert record.metrics == {"loss": {"steps": [0, 5], "values": [0.5, 0.25]}}
+    assert record.info == {"ok": 1} and record.captured_out == "beat\n"
+
+
 def test_custom_interrupt_status_is_kept_beside_sacreds_enum(db_url: str, tmp_path: Path) -> None:
     observer = SqlObserver(db_url)
     _id = start(observer, tmp_path)
@@ -283,8 +324,11 @@ def test_url_schemes_flag_location_and_reattach(tmp_path: Path) -> None:
     assert isinstance(observer, SqlObserver)
     _id = start(observer, tmp_path)
     assert observer.run_location() == f"{url}#run=1"
+    observer.heartbeat_event(info={}, captured_out="one\n", beat_time=T2, result=None)
     other = SqlObserver(url)
     assert other.reattach(_id) is True
+    other.heartbeat_event(info={}, captured_out="one\ntwo\n", beat_time=T2, result=None)
+    assert read_run(other.engine, _id).captured_out == "one\ntwo\n"  # replaced, not appended to
     other.interrupted_event(interrupt_time=T2, status="INTERRUPTED")
     assert SqlObserver(url).reattach(_id) is False
     hidden = SqlObserver("postgresql://u:pw@h/db")
