@@ -222,3 +222,15 @@ def test_a_bad_observer_url_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) ->
 )
 def test_redact_hides_credentials(text: str, expected: str) -> None:
     assert redact(text) == expected
+
+
+def test_credentials_in_observer_flags_are_not_recorded() -> None:
+    from prefect_sacred.flows.commandline import resolve_options
+
+    options = resolve_options(
+        {"--mongo_db": "mongodb://alice:s3cret@db.example:27017/lab", "--sql": "postgresql://bob:pw@h/db"}
+    )
+    recorded = json.dumps(options.recorded)
+    assert "s3cret" not in recorded and ":pw@" not in recorded
+    assert options.recorded["--mongo_db"] == ["mongodb://alice:***@db.example:27017/lab"]
+    assert [type(observer).__name__ for observer in options.observers] == ["MongoObserver", "SqlObserver"]
