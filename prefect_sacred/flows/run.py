@@ -21,7 +21,7 @@ from typing import IO, Any
 
 from prefect_sacred.flows.capture import Capture, start_capture
 from prefect_sacred.flows.metrics import MetricsLogger
-from prefect_sacred.observers.base import InvalidArtifactName, RunObserver
+from prefect_sacred.observers.base import InvalidArtifactName
 from prefect_sacred.observers.registry import redact
 from prefect_sacred.serialization import utcnow
 from prefect_sacred.tasks.heartbeat import Heartbeat
@@ -227,10 +227,6 @@ class Run:
         """The run was stopped from outside: final beat, then ``interrupted_event``."""
         self._finish(status, "interrupted_event", status=status, time_key="interrupt_time")
 
-    @property
-    def finished(self) -> bool:
-        return self._finished
-
     def _finish(self, final_status: str, event: str, time_key: str = "stop_time", **kwargs: Any) -> None:
         with self._observer_lock:
             if self._finished:
@@ -312,9 +308,3 @@ def format_fail_trace(exc: BaseException, skip_frames: int = 0) -> list[str]:
             tb = tb.tb_next
     return traceback.format_exception(type(exc), exc, tb)
 
-
-def is_observer(obj: Any) -> bool:
-    """Duck typing: Sacred's RunObserver subclasses and ours both qualify."""
-    return isinstance(obj, RunObserver) or all(
-        callable(getattr(obj, event, None)) for event in ("started_event", "completed_event")
-    )
