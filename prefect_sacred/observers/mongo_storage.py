@@ -25,6 +25,7 @@ __all__ = [
     "read_metric",
     "sanitize",
     "valid_key",
+    "with_metric_refs",
 ]
 
 _INT64 = (-(2**63), 2**63 - 1)
@@ -67,57 +68,95 @@ def sanitize(value: Any) -> Any:
 
 
 class AppendOnlyGridFile:
-    """A GridFS file that grows: each :meth:`append` writes only the new bytes.
+    """A GridFS file that grows by whole chunks: each byte is sent to the server once.
 
-    GridFS is two collections (``fs.files``, ``fs.chunks``); a file's chunks are written first,
-    its ``length`` last, so a reader (``gridfs.GridFS(db).get(file_id)``) always sees a
-    consistent prefix. State advances only after both writes succeeded, so a failed append is
-    simply repeated.
+    :meth:`append` only adds to :attr:`pending`; :meth:`flush` stores the chunks that are full,
+    so a file growing by small pieces costs one chunk write per ``chunk_size`` bytes instead of
+    a rewrite of the last chunk per piece; ``flush(final=True)`` also stores the short last one.
+    Chunks are written before the file's ``length``, so a reader (``gridfs.GridFS(db).get(id)``)
+    always sees a consistent prefix and never a chunk longer than ``length`` says. State
+    advances only after both writes succeeded, and chunks are upserted by ``(files_id, n)``, so
+    a failed flush is simply repeated by the next one.
     """
 
     def __init__(self, database: Any, filename: str, content_type: str = "text/plain",
-                 metadata: dict[str, Any] | None = None) -> None:
+                 metadata: dict[str, Any] | None = None, chunk_size: int = GRID_CHUNK) -> None:
+        from bson import ObjectId
+
         self.files = database["fs.files"]
         self.chunks = database["fs.chunks"]
         self.filename = filename
         self.content_type = content_type
         self.metadata = metadata or {}
-        self.file_id: Any = None
+        self.chunk_size = max(1, min(chunk_size, GRID_CHUNK))
+        # Chosen here, so a document may name the file before its first write succeeded.
+        self.file_id: Any = ObjectId()
+        self.created = False
+        #: bytes in the stored file (its ``length``)
         self.length = 0
-        self._partial = b""
+        #: bytes appended but not stored yet
+        self.pending = bytearray()
+        self._short_tail = b""  # a short last chunk already stored (by a final flush)
+
+    @classmethod
+    def open(cls, database: Any, file_id: Any) -> AppendOnlyGridFile | None:
+        """Continue a file written by another process (``None`` if it does not exist)."""
+        stored = database["fs.files"].find_one({"_id": file_id})
+        if stored is None:
+            return None
+        self = cls(database, stored.get("filename", ""), stored.get("contentType", "text/plain"),
+                   stored.get("metadata"), int(stored.get("chunkSize", GRID_CHUNK)))
+        self.file_id, self.created, self.length = file_id, True, int(stored.get("length", 0))
+        short = self.length % self.chunk_size
+        if short:
+            last = self.chunks.find_one({"files_id": file_id, "n": self.length // self.chunk_size})
+            self._short_tail = bytes(last["data"])[:short] if last else b""
+            self.length -= short - len(self._short_tail)
+        return self
 
     def append(self, data: bytes) -> None:
-        from bson import Binary, ObjectId
+        """Add ``data`` to the file, in memory until :meth:`flush`."""
+        self.pending += data
+
+    def flush(self, final: bool = False) -> None:
+        """Store the full chunks of :attr:`pending` (with ``final``, the short last one too)."""
+        from bson import Binary
         from pymongo import ReplaceOne
 
-        if self.file_id is None:
-            file_id = ObjectId()
-            self.files.insert_one({
-                "_id": file_id, "filename": self.filename, "length": 0, "chunkSize": GRID_CHUNK,
+        if not self.created:
+            self.files.update_one({"_id": self.file_id}, {"$setOnInsert": {
+                "filename": self.filename, "length": 0, "chunkSize": self.chunk_size,
                 "uploadDate": _now(), "contentType": self.content_type, "metadata": self.metadata,
-            })
-            self.file_id = file_id
-        if not data:
+            }}, upsert=True)
+            self.created = True
+        size = self.chunk_size
+        total = len(self._short_tail) + len(self.pending)
+        count = (total if final else total // size * size) - len(self._short_tail)
+        if count <= 0:
             return
-        buffer = self._partial + data
-        first = self.length // GRID_CHUNK
-        pieces = [buffer[i:i + GRID_CHUNK] for i in range(0, len(buffer), GRID_CHUNK)]
+        buffer = self._short_tail + bytes(self.pending[:count])
+        first = (self.length - len(self._short_tail)) // size
         self.chunks.bulk_write([
             ReplaceOne({"files_id": self.file_id, "n": first + i},
-                       {"files_id": self.file_id, "n": first + i, "data": Binary(piece)}, upsert=True)
-            for i, piece in enumerate(pieces)
+                       {"files_id": self.file_id, "n": first + i,
+                        "data": Binary(buffer[offset:offset + size])}, upsert=True)
+            for i, offset in enumerate(range(0, len(buffer), size))
         ], ordered=True)
-        length = self.length + len(data)
+        length = self.length + count
         self.files.update_one({"_id": self.file_id}, {"$set": {"length": length, "uploadDate": _now()}})
         self.length = length
-        self._partial = pieces[-1] if len(pieces[-1]) < GRID_CHUNK else b""
+        del self.pending[:count]
+        self._short_tail = buffer[len(buffer) // size * size:]
 
     def delete(self) -> None:
-        """Remove the file (its content is being rewritten from the start)."""
-        if self.file_id is not None:
+        """Remove the file; appending starts a new one (the content is being rewritten)."""
+        from bson import ObjectId
+
+        if self.created:
             self.chunks.delete_many({"files_id": self.file_id})
             self.files.delete_one({"_id": self.file_id})
-        self.file_id, self.length, self._partial = None, 0, b""
+        self.file_id, self.created, self.length = ObjectId(), False, 0
+        self.pending, self._short_tail = bytearray(), b""
 
 
 class MetricWriter:
@@ -222,6 +261,19 @@ class MetricWriter:
         self.refs[name] = str(metric_id)
         self.counts[name] = len(combined["values"])
         self.archived[name] = seq
+
+
+def with_metric_refs(info: dict[str, Any], refs: dict[str, str]) -> dict[str, Any]:
+    """``info`` whose ``metrics`` lists ``{name, id}`` of each metric document (Omniboard joins on it).
+
+    References the run itself put in ``info["metrics"]`` stay, unless they name the same ids.
+    """
+    if not refs:
+        return info
+    ours = [{"name": name, "id": ref} for name, ref in refs.items()]
+    own: list[Any] = info["metrics"] if isinstance(info.get("metrics"), list) else []
+    known = set(refs.values())
+    return {**info, "metrics": [m for m in own if not (isinstance(m, dict) and m.get("id") in known)] + ours}
 
 
 def read_metric(metrics: Any, chunks: Any, run_id: Any, name: str) -> dict[str, list[Any]]:

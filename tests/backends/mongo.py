@@ -20,15 +20,17 @@ def read_run(database: Any, run_id: Any, runs: str = "runs", metrics: str = "met
     """A run stored in Sacred's Mongo format, with the full output and every metric point."""
     import gridfs
 
+    from prefect_sacred.observers.mongo_output import read_captured_out
     from prefect_sacred.observers.mongo_storage import read_metric
 
     doc = database[runs].find_one({"_id": run_id})
     if doc is None:
         raise LookupError(f"no run {run_id!r} in {database.name}.{runs}")
     fs = gridfs.GridFS(database)
-    captured_out = doc.get("captured_out") or ""
-    if doc.get("captured_out_file") is not None:
-        captured_out = fs.get(doc["captured_out_file"]).read().decode("utf-8")
+    captured_out = read_captured_out(database, doc)
+    if doc.get("captured_out_file") is not None and doc["status"] not in {"RUNNING", "QUEUED"}:
+        # A finished run's file alone is its whole output, for readers that know only GridFS.
+        assert fs.get(doc["captured_out_file"]).read().decode("utf-8") == captured_out
     series = {}
     for ref in (doc.get("info") or {}).get("metrics", []):
         full = read_metric(database[metrics], database[f"{metrics}_chunks"], run_id, ref["name"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ import pytest
 from bson import json_util
 
 from prefect_sacred.observers.mongo import MongoObserver, MongoWriteError
+from prefect_sacred.observers.mongo_output import read_captured_out
 from prefect_sacred.observers.mongo_storage import read_metric
 from tests.servers.mongo_wire import MongoWireServer
 
@@ -198,6 +200,71 @@ def test_document_stays_under_16_mb_and_the_whole_output_is_in_gridfs(
     assert doc["info"]["small"] == 2
     assert doc["result"]["spilled_to_gridfs"] == f"result://runs/{run_id}"
     assert json_util.loads(gridfs.GridFS(db).get(doc["result"]["file_id"]).read()) == "r" * (5 * 2**20)
+
+
+def test_output_is_appended_by_whole_chunks_and_reads_back_whole_at_every_stage(
+    server: MongoWireServer, db: Any, tmp_path: Path
+) -> None:
+    observer = MongoObserver(url=server.uri, captured_out_limit=20_000)  # chunks of 20,000 bytes
+    run_id = start(observer, tmp_path)
+    out, files = "", set()
+    for step in range(12):
+        out += f"step {step} ünïcødé €\n" * 700  # 2- and 3-byte characters: chunks cut some
+        if step == 8:  # a captured_out_filter rewrote earlier output: the file is written anew
+            out = "rewritten\n" + out
+        observer.heartbeat_event(info={}, captured_out=out, beat_time=NOW, result=None)
+        doc = db.runs.find_one({"_id": run_id})
+        assert read_captured_out(db, doc) == out
+        assert len(doc["captured_out"]) < 20_000 + 100 and doc["captured_out"].endswith(out[-20_000:])
+        if step == 0:  # still all in the document
+            assert len(out) < 20_000 and "captured_out_file" not in doc
+            continue
+        stored = db["fs.files"].find_one({"_id": doc["captured_out_file"]})
+        assert stored["length"] % stored["chunkSize"] == 0  # the chunk being filled is not sent
+        files.add(doc["captured_out_file"])
+    observer.completed_event(stop_time=NOW, result=None)
+    doc = db.runs.find_one({"_id": run_id})
+    assert gridfs.GridFS(db).get(doc["captured_out_file"]).read().decode() == out  # now complete
+    assert read_captured_out(db, doc) == out
+    assert len(files) == 2 and db["fs.files"].count_documents({"_id": {"$in": list(files)}}) == 1
+
+
+def test_output_survives_an_outage_and_a_reattach(server: MongoWireServer, db: Any, tmp_path: Path) -> None:
+    observer = MongoObserver(url=server.uri, captured_out_limit=20_000, serverSelectionTimeoutMS=1500)
+    run_id = start(observer, tmp_path)
+    out = ""
+    for step in range(3):
+        out += f"before {step} €\n" * 3000
+        observer.heartbeat_event(info={}, captured_out=out, beat_time=NOW, result=None)
+    server.stop()
+    out += "during the outage\n" * 3000
+    with pytest.raises(pymongo.errors.PyMongoError):
+        observer.heartbeat_event(info={}, captured_out=out, beat_time=NOW, result=None)
+    server.start()
+    out += "after\n" * 100
+    observer.heartbeat_event(info={}, captured_out=out, beat_time=NOW, result=None)
+    doc = db.runs.find_one({"_id": run_id})
+    assert read_captured_out(db, doc) == out
+    assert gridfs.GridFS(db).get(doc["captured_out_file"]).length < len(out.encode())
+    # The process dies with the unfinished chunk in memory; another one records the end.
+    other = MongoObserver(url=server.uri)
+    assert other.reattach(run_id)
+    other.failed_event(fail_time=NOW, fail_trace=["killed\n"])
+    doc = db.runs.find_one({"_id": run_id})
+    assert doc["status"] == "FAILED" and read_captured_out(db, doc) == out
+    assert gridfs.GridFS(db).get(doc["captured_out_file"]).read().decode() == out
+
+
+def test_a_heartbeat_does_not_keep_the_callers_output_alive(server: MongoWireServer, tmp_path: Path) -> None:
+    # Holding it would make the run copy its whole output on its next append, on every beat.
+    observer = MongoObserver(url=server.uri, captured_out_limit=20_000)
+    start(observer, tmp_path)
+    out = "x" * 50_000
+    observer.heartbeat_event(info={}, captured_out=out, beat_time=NOW, result=None)
+    out = out + "y" * 1000
+    before = sys.getrefcount(out)
+    observer.heartbeat_event(info={}, captured_out=out, beat_time=NOW, result=None)
+    assert sys.getrefcount(out) == before
 
 
 def test_a_metric_with_many_points_loses_none(server: MongoWireServer, db: Any, tmp_path: Path) -> None:

@@ -1,0 +1,76 @@
+"""When MongoDB cannot take a run: the file the run is saved to, and a trace that fits.
+
+Sacred pickles the run into ``failure_dir`` and, with the default ``failure_dir=None``, fails
+to save anything. Here the run goes to a default directory as MongoDB extended JSON (readable
+without Python, loadable with ``bson.json_util``), and the error message says where. A
+``fail_trace`` of megabytes (a recursion error) is cut in the middle: its end says what failed.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Any
+
+__all__ = ["DEFAULT_FAILURE_DIR", "MongoWriteError", "cap_trace", "write_failure_file"]
+
+DEFAULT_FAILURE_DIR = os.path.join(os.path.expanduser("~"), ".prefect_sacred", "mongo_failures")
+MiB = 1024 * 1024
+
+
+class MongoWriteError(ConnectionError):
+    """MongoDB could not record the end of a run; the message names the file holding it."""
+
+
+def write_failure_file(
+    directory: str | None,
+    reason: str,
+    runs: Any,
+    metrics: Any,
+    run: dict[str, Any],
+    pending_metrics: dict[str, Any],
+    pending_files: list[Any],
+) -> str:
+    """Save a run MongoDB could not take to a new file in ``directory``; returns its path.
+
+    The file (MongoDB extended JSON) holds ``reason``, where the run belongs, its runs document
+    ``run`` (with the whole captured output), the metric points not written yet and the files
+    not uploaded yet. The default directory is :data:`DEFAULT_FAILURE_DIR`; one that cannot be
+    created falls back to the system's temporary directory: the run is saved somewhere rather
+    than lost.
+    """
+    from bson import json_util
+
+    dump = {
+        "reason": reason,
+        "database": runs.database.name,
+        "runs_collection": runs.name,
+        "metrics_collection": metrics.name if metrics is not None else None,
+        "run": run,
+        "pending_metrics": pending_metrics,
+        "pending_files": [list(item) for item in pending_files],
+    }
+    directory = directory or DEFAULT_FAILURE_DIR
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError:
+        directory = tempfile.gettempdir()
+    prefix = f"sacred_mongo_fail_{run.get('_id')}_"
+    handle, path = tempfile.mkstemp(prefix=prefix, suffix=".json", dir=directory)
+    with os.fdopen(handle, "w", encoding="utf-8") as stream:
+        stream.write(json_util.dumps(dump, indent=1))
+    return path
+
+
+def cap_trace(trace: list[str], limit: int = MiB) -> list[str]:
+    """The trace, without middle lines past ``limit`` characters (the end says what failed)."""
+    if sum(len(line) for line in trace) <= limit:
+        return trace
+    head, size = trace[:3], 0
+    tail: list[str] = []
+    for line in reversed(trace[3:]):
+        if size + len(line) > limit // 2:
+            break
+        tail.insert(0, line[-limit // 2 :])
+        size += len(line)
+    return [*head, f"... {len(trace) - len(head) - len(tail)} lines left out ...\n", *tail]
