@@ -91,7 +91,7 @@ class Run:
         self.start_time: Any = None
         self.stop_time: Any = None
         self.result: Any = None
-        self.captured_out = ""
+        self._filtered_out = ""
         self.fail_trace: list[str] | None = None
         self.observer_errors: dict[str, int] = {}
         self.start_error: ObserverError | None = None
@@ -250,16 +250,23 @@ class Run:
         if self.on_finish is not None:
             self.on_finish(self)
 
+    @property
+    def captured_out(self) -> str:
+        """All output captured so far, through ``captured_out_filter`` if one is set."""
+        return self._raw_out if self.captured_out_filter is None else self._filtered_out
+
     def _read_captured_output(self) -> None:
         if self._capture is None:
             return
         new = self._capture.read()
         if new:
-            self._raw_out += new
-        if self.captured_out_filter is None:
-            self.captured_out = self._raw_out
-        elif new or not self.captured_out:
-            self.captured_out = self.captured_out_filter(self._raw_out)
+            # Drop our reference first: a str with one reference grows in place, so a beat
+            # costs what is new rather than a copy of the whole output.
+            output, self._raw_out = self._raw_out, ""
+            output += new
+            self._raw_out = output
+        if self.captured_out_filter is not None and (new or not self._filtered_out):
+            self._filtered_out = self.captured_out_filter(self._raw_out)
 
     def _emit_all(self, event: str, **kwargs: Any) -> None:
         refused: InvalidArtifactName | None = None

@@ -40,6 +40,7 @@ __all__ = ["FileStorageObserver"]
 METRICS_JOURNAL = "metrics.journal"
 _OWN_FILES = {"run.json", "config.json", "cout.txt", "info.json", "metrics.json", METRICS_JOURNAL}
 _FINISHED = {"COMPLETED", "FAILED", "INTERRUPTED", "TIMEOUT"}
+_COUT_CHECK = 4096  # characters of written output compared, at least, before appending
 # A metrics.json rewrite that took less than this is repeated once 20x its duration passed.
 _CHEAP_REWRITE_SECONDS = 0.05
 # Larger ones wait until the history grew by this fraction (amortised O(new points) per beat).
@@ -84,7 +85,6 @@ class FileStorageObserver(RunObserver):
         self.run_entry: dict[str, Any] = {}
         self.config: dict[str, Any] = {}
         self.info: dict[str, Any] = {}
-        self.cout = ""
 
     @classmethod
     def create(cls, basedir: str | os.PathLike[str], **kwargs: Any) -> FileStorageObserver:
@@ -232,7 +232,7 @@ class FileStorageObserver(RunObserver):
         self.run_entry = run_entry
         self.config = _read_json(os.path.join(run_dir, "config.json"), {})
         self.info = _read_json(os.path.join(run_dir, "info.json"), {})
-        self.cout = _read_text(os.path.join(run_dir, "cout.txt"))
+        self._remember_cout(_read_text(os.path.join(run_dir, "cout.txt")))
         self._metrics = _replay_journal(os.path.join(run_dir, METRICS_JOURNAL)) or _read_json(
             os.path.join(run_dir, "metrics.json"), {}
         )
@@ -252,13 +252,15 @@ class FileStorageObserver(RunObserver):
     def _begin(self, run_dir: str) -> None:
         """Reset the per-run state (an instance may record many runs, one after the other)."""
         self.dir = run_dir
-        self.run_entry, self.config, self.info, self.cout = {}, {}, {}, ""
+        self.run_entry, self.config, self.info = {}, {}, {}
         self._metrics = {}
         self._journal_backlog: list[str] = []
         self._points = 0
         self._points_in_json = -1
         self._json_written_at = 0.0
         self._json_write_seconds = 0.0
+        self._cout_length = 0
+        self._cout_check = ""
 
     def _make_run_dir(self, _id: Any) -> str:
         os.makedirs(self.basedir, exist_ok=True)
@@ -315,20 +317,33 @@ class FileStorageObserver(RunObserver):
         _write_atomic(os.path.join(self._dir, filename), text)
 
     def _save_cout(self, captured_out: str) -> None:
-        if captured_out is self.cout:  # no new output since the last beat
-            return
+        """Append what is new to cout.txt; rewrite it whole if earlier text changed.
+
+        Only the end of what was written is compared: its last line and at least 4 KB. That is
+        all ``apply_backspaces_and_linefeeds`` can rewrite, and a filter that rewrites more
+        changes the length or that end too. Comparing everything would make every beat cost
+        the whole history.
+        """
+        length, check = self._cout_length, self._cout_check
         path = os.path.join(self._dir, "cout.txt")
-        # A C-level prefix comparison (about 1 ms for 20 MB) is the only exact test that the
-        # output was only appended to: a filter may rewrite text anywhere, e.g. a ``\r`` after a
-        # long line rewrites its start while length and tail stay the same.
-        if captured_out.startswith(self.cout):
-            new = captured_out[len(self.cout) :]
+        if len(captured_out) >= length and captured_out.startswith(check, length - len(check)):
+            new = captured_out[length:]
             if new:
                 with open(path, "a", encoding="utf-8", errors="replace", newline="") as handle:
                     handle.write(new)
-        else:  # a captured_out_filter rewrote earlier output: store the new text whole
+        else:
             _write_atomic(path, captured_out)
-        self.cout = captured_out
+        self._remember_cout(captured_out)
+
+    def _remember_cout(self, stored: str) -> None:
+        self._cout_length = len(stored)
+        window_start = min(len(stored) - _COUT_CHECK, stored.rfind("\n") + 1)
+        self._cout_check = stored[max(0, window_start) :]
+
+    @property
+    def cout(self) -> str:
+        """The run's captured output as stored in cout.txt (Sacred's attribute)."""
+        return _read_text(os.path.join(self.dir, "cout.txt")) if self.dir else ""
 
     def _metrics_json_is_due(self) -> bool:
         if self._points_in_json < 0:  # Sacred writes metrics.json at the first beat
