@@ -20,14 +20,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import secrets
-import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 from prefect_sacred.flows.info import md5_of_file
 from prefect_sacred.observers.base import InvalidArtifactName, RunObserver
+from prefect_sacred.observers.files import copy_atomic, write_atomic
 from prefect_sacred.observers.registry import (
     ObserverConfigError,
     register_observer_option,
@@ -214,7 +213,7 @@ class FileStorageObserver(RunObserver):
         target = self._artifact_path(name)
         if self.copy_artifacts:
             os.makedirs(os.path.dirname(target), exist_ok=True)
-            _copy_atomic(filename, target)
+            copy_atomic(filename, target)
         if name not in self.run_entry["artifacts"]:
             self.run_entry["artifacts"].append(name)
         self._write_json("run.json", self.run_entry)
@@ -314,7 +313,7 @@ class FileStorageObserver(RunObserver):
 
     def _write_json(self, filename: str, obj: Any) -> None:
         text = json.dumps(flatten(obj), sort_keys=True, indent=2)
-        _write_atomic(os.path.join(self._dir, filename), text)
+        write_atomic(os.path.join(self._dir, filename), text)
 
     def _save_cout(self, captured_out: str) -> None:
         """Append what is new to cout.txt; rewrite it whole if earlier text changed.
@@ -332,7 +331,7 @@ class FileStorageObserver(RunObserver):
                 with open(path, "a", encoding="utf-8", errors="replace", newline="") as handle:
                     handle.write(new)
         else:
-            _write_atomic(path, captured_out)
+            write_atomic(path, captured_out)
         self._remember_cout(captured_out)
 
     def _remember_cout(self, stored: str) -> None:
@@ -358,7 +357,7 @@ class FileStorageObserver(RunObserver):
     def _write_metrics_json(self) -> None:
         began = time.monotonic()
         text = json.dumps(self._metrics, sort_keys=True, indent=2, default=str)
-        _write_atomic(os.path.join(self._dir, "metrics.json"), text)
+        write_atomic(os.path.join(self._dir, "metrics.json"), text)
         self._json_written_at = time.monotonic()
         self._json_write_seconds = self._json_written_at - began
         self._points_in_json = self._points
@@ -387,7 +386,7 @@ class FileStorageObserver(RunObserver):
         report = Template(filename=os.path.abspath(template)).render(
             run=self.run_entry, config=self.config, info=self.info, cout=self.cout, savedir=self.dir
         )
-        _write_atomic(os.path.join(self._dir, "report" + Path(template).suffix), report)
+        write_atomic(os.path.join(self._dir, "report" + Path(template).suffix), report)
 
     def _store_sources(self, ex_info: dict[str, Any]) -> dict[str, Any]:
         ex_info = dict(ex_info)
@@ -409,7 +408,7 @@ class FileStorageObserver(RunObserver):
         target = os.path.join(directory, f"{stem}_{md5}{ext}")
         if not os.path.exists(target):
             os.makedirs(directory, exist_ok=True)
-            _copy_atomic(filename, target)
+            copy_atomic(filename, target)
         return target
 
 
@@ -419,51 +418,6 @@ def _single_component(_id: Any) -> str:
     if not text or text in {".", ".."} or "/" in text or "\\" in text or "\0" in text:
         raise ValueError(f"run id {_id!r} cannot be a directory name")
     return text
-
-
-def _create_temporary(directory: str, name: str) -> tuple[int, str]:
-    """Open a new temporary file beside the target, for a write-then-rename.
-
-    Unlike :func:`tempfile.mkstemp` (always 0600) it is created with the umask's permissions,
-    as a plain ``open`` would, so the renamed file is readable like Sacred's.
-    """
-    for _ in range(100):
-        path = os.path.join(directory, f".{name}.{secrets.token_hex(6)}.tmp")
-        try:
-            return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), path
-        except FileExistsError:
-            continue
-    raise FileExistsError(f"could not create a temporary file in {directory}")
-
-
-def _write_atomic(path: str, text: str) -> None:
-    directory, name = os.path.split(path)
-    handle, temporary = _create_temporary(directory, name)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", errors="replace", newline="") as stream:
-            stream.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        _remove_quietly(temporary)
-        raise
-
-
-def _copy_atomic(source: str, target: str) -> None:
-    handle, temporary = _create_temporary(os.path.dirname(target), "copy")
-    os.close(handle)
-    try:
-        shutil.copyfile(source, temporary)
-        os.replace(temporary, target)
-    except BaseException:
-        _remove_quietly(temporary)
-        raise
-
-
-def _remove_quietly(path: str) -> None:
-    try:
-        os.remove(path)
-    except OSError:
-        pass
 
 
 def _stamp(value: dt.datetime) -> str:

@@ -9,8 +9,9 @@ without Python, loadable with ``bson.json_util``), and the error message says wh
 from __future__ import annotations
 
 import os
-import tempfile
 from typing import Any
+
+from prefect_sacred.observers import files
 
 __all__ = ["DEFAULT_FAILURE_DIR", "MongoWriteError", "cap_trace", "write_failure_file"]
 
@@ -50,16 +51,9 @@ def write_failure_file(
         "pending_metrics": pending_metrics,
         "pending_files": [list(item) for item in pending_files],
     }
-    directory = directory or DEFAULT_FAILURE_DIR
-    try:
-        os.makedirs(directory, exist_ok=True)
-    except OSError:
-        directory = tempfile.gettempdir()
     prefix = f"sacred_mongo_fail_{run.get('_id')}_"
-    handle, path = tempfile.mkstemp(prefix=prefix, suffix=".json", dir=directory)
-    with os.fdopen(handle, "w", encoding="utf-8") as stream:
-        stream.write(json_util.dumps(dump, indent=1))
-    return path
+    text = json_util.dumps(dump, indent=1)
+    return files.write_failure_file(directory or DEFAULT_FAILURE_DIR, prefix, text)
 
 
 def cap_trace(trace: list[str], limit: int = MiB) -> list[str]:

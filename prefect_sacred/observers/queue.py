@@ -21,13 +21,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import threading
 import time
 from collections import deque
 from typing import Any
 
 from prefect_sacred.observers.base import RunObserver
+from prefect_sacred.observers.files import write_failure_file
 from prefect_sacred.observers.registry import redact
 from prefect_sacred.serialization import flatten
 
@@ -290,22 +290,12 @@ class QueueObserver(RunObserver):
         directory = self.failure_dir or os.path.join(
             os.path.expanduser("~"), ".prefect_sacred", "queue_failures"
         )
-        try:
-            os.makedirs(directory, exist_ok=True)
-        except OSError:
-            directory = tempfile.gettempdir()
-        handle, path = tempfile.mkstemp(prefix="queue_fail_", suffix=".json", dir=directory)
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            json.dump(
-                {
-                    "observer": type(self._covered).__name__,
-                    "reason": reason,
-                    "events": [{"event": event, "kwargs": flatten(kwargs)} for event, kwargs in events],
-                },
-                stream,
-                indent=1,
-            )
-        return path
+        record = {
+            "observer": type(self._covered).__name__,
+            "reason": reason,
+            "events": [{"event": event, "kwargs": flatten(kwargs)} for event, kwargs in events],
+        }
+        return write_failure_file(directory, "queue_fail_", json.dumps(record, indent=1))
 
 
 class QueuedMongoObserver(QueueObserver):

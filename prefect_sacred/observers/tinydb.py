@@ -31,13 +31,13 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from prefect_sacred.observers.base import RunObserver
+from prefect_sacred.observers.files import write_atomic
 from prefect_sacred.observers.registry import (
     ObserverConfigError,
     register_observer_option,
@@ -78,8 +78,7 @@ def encode_value(value: Any) -> Any:
         return _DATE + value.strftime(_DATE_FORMAT)
     if isinstance(value, dict):
         return {
-            str(key) if not isinstance(key, str) else key: encode_value(item)
-            for key, item in value.items()
+            str(key) if not isinstance(key, str) else key: encode_value(item) for key, item in value.items()
         }
     if isinstance(value, (list, tuple)):
         return [encode_value(item) for item in value]
@@ -115,9 +114,7 @@ def decode_value(value: Any) -> Any:
             frame = value.startswith(_FRAME)
             payload = value[len(_FRAME if frame else _SERIES) :]
             # dtype=False: keep the JSON numbers as written (inference turns 1.0 into 1).
-            return pandas.read_json(
-                io.StringIO(payload), typ="frame" if frame else "series", dtype=False
-            )
+            return pandas.read_json(io.StringIO(payload), typ="frame" if frame else "series", dtype=False)
         return value
     if isinstance(value, dict):
         return {key: decode_value(item) for key, item in value.items()}
@@ -149,20 +146,7 @@ class TinyJsonStorage:
         """Encode ``data`` and replace the file with it atomically."""
         # Key order is kept: TinyDB lists documents in file order, the order runs were created.
         text = json.dumps(encode_value(data), indent=1)
-        directory = os.path.dirname(os.path.abspath(self.path))
-        handle, temporary = tempfile.mkstemp(dir=directory, prefix=".metadata.", suffix=".tmp")
-        try:
-            with os.fdopen(handle, "w", encoding="utf-8") as stream:
-                stream.write(text)
-                stream.flush()
-                os.fsync(stream.fileno())
-            os.replace(temporary, self.path)
-        except BaseException:
-            try:
-                os.remove(temporary)
-            except OSError:
-                pass
-            raise
+        write_atomic(self.path, text, durable=True)
 
     def close(self) -> None:
         """Nothing stays open between accesses."""
@@ -279,13 +263,9 @@ class TinyDbObserver(RunObserver):
     def heartbeat_event(
         self, info: dict[str, Any], captured_out: str, beat_time: dt.datetime, result: Any
     ) -> None:
-        self._save(
-            {"info": info, "captured_out": captured_out, "heartbeat": beat_time, "result": result}
-        )
+        self._save({"info": info, "captured_out": captured_out, "heartbeat": beat_time, "result": result})
 
-    def log_metrics(
-        self, metrics_by_name: dict[str, dict[str, list[Any]]], info: dict[str, Any]
-    ) -> None:
+    def log_metrics(self, metrics_by_name: dict[str, dict[str, list[Any]]], info: dict[str, Any]) -> None:
         for name, series in metrics_by_name.items():
             self._metric_backlog.append(
                 json.dumps(
@@ -398,9 +378,7 @@ class TinyDbObserver(RunObserver):
 
     def _find(self, _id: Any) -> tuple[int, dict[str, Any]] | None:
         for document in self.runs.all():
-            if document.get("_id") == _id or (
-                _id is not None and str(document.get("_id")) == str(_id)
-            ):
+            if document.get("_id") == _id or (_id is not None and str(document.get("_id")) == str(_id)):
                 return document.doc_id, dict(document)
         return None
 

@@ -285,3 +285,15 @@ def test_command_line_run_with_the_tinydb_flag(tmp_path: Path) -> None:
     assert record["status"] == "COMPLETED" and record["result"] == 0.1
     np.testing.assert_array_equal(record["info"]["weights"], np.ones(2))
     assert reader.fetch_metrics(indices=-1)[0]["loss"]["values"] == [0.5]
+
+
+def test_metadata_is_readable_like_a_plainly_written_file(tmp_path: Path) -> None:
+    import os
+
+    (tmp_path / "src").mkdir()
+    run_once(tmp_path / "db", tmp_path / "src")
+    previous = os.umask(0o022)
+    os.umask(previous)
+    expected = 0o666 & ~previous
+    assert (tmp_path / "db" / "metadata.json").stat().st_mode & 0o777 == expected
+    assert not list((tmp_path / "db").glob(".*.tmp"))  # no temporary file left behind
