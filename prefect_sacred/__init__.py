@@ -1,25 +1,38 @@
-"""prefect-sacred: Sacred's experiment observers rebuilt for Prefect 3."""
+"""prefect-sacred: Sacred's experiment observers rebuilt for Prefect 3.
 
-from prefect_sacred.flows import (
-    Experiment,
-    ObserverError,
-    Run,
-    UsageError,
-    apply_backspaces_and_linefeeds,
-    current_run,
-)
-from prefect_sacred.observers import (
-    FileStorageObserver,
-    InvalidArtifactName,
-    MongoObserver,
-    ObserverConfigError,
-    QueuedMongoObserver,
-    QueueObserver,
-    RunObserver,
-    SqlObserver,
-    TinyDbObserver,
-    TinyDbReader,
-)
+Names are imported on first use (PEP 562): ``import prefect_sacred`` alone loads neither
+Prefect's flow engine nor any database driver.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from prefect_sacred._lazy import lazy_attributes
+
+if TYPE_CHECKING:
+    from prefect_sacred.flows import (
+        Experiment,
+        ObserverError,
+        Run,
+        UsageError,
+        apply_backspaces_and_linefeeds,
+        current_run,
+    )
+    from prefect_sacred.observers import (
+        FileStorageObserver,
+        InvalidArtifactName,
+        MongoObserver,
+        ObserverConfigError,
+        ObserverLike,
+        OutputDelta,
+        QueuedMongoObserver,
+        QueueObserver,
+        RunObserver,
+        SqlObserver,
+        TinyDbObserver,
+        TinyDbReader,
+    )
 
 __version__ = "0.1.0"
 
@@ -30,6 +43,8 @@ __all__ = [
     "MongoObserver",
     "ObserverConfigError",
     "ObserverError",
+    "ObserverLike",
+    "OutputDelta",
     "QueueObserver",
     "QueuedMongoObserver",
     "Run",
@@ -42,3 +57,12 @@ __all__ = [
     "apply_backspaces_and_linefeeds",
     "current_run",
 ]
+
+_FLOWS = ("Experiment", "ObserverError", "Run", "UsageError", "apply_backspaces_and_linefeeds", "current_run")
+__getattr__ = lazy_attributes(
+    __name__,
+    {
+        **dict.fromkeys(_FLOWS, "prefect_sacred.flows"),
+        **dict.fromkeys(set(__all__) - set(_FLOWS) - {"__version__"}, "prefect_sacred.observers"),
+    },
+)

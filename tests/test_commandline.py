@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from prefect_sacred import Experiment
-from prefect_sacred.observers.registry import redact
+from prefect_sacred.utils import redact
 from tests.support import subprocess_env
 
 

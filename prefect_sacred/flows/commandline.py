@@ -17,7 +17,8 @@ from typing import Any
 
 from prefect_sacred.flows.capture import CAPTURE_MODES
 from prefect_sacred.observers.base import RunObserver
-from prefect_sacred.observers.registry import ObserverConfigError, observer_options, redact
+from prefect_sacred.observers.registry import ObserverConfigError, observer_options
+from prefect_sacred.utils import redact
 
 __all__ = ["RunOptions", "UsageError", "apply_config_updates", "parse_command_line", "resolve_options"]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import copy
 import inspect
@@ -12,7 +13,7 @@ import random
 import sys
 import threading
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -37,7 +38,7 @@ if typing.TYPE_CHECKING:
 
 logger = logging.getLogger("prefect_sacred")
 
-__all__ = ["Experiment"]
+__all__ = ["Experiment", "observing"]
 
 #: Arguments the main function may declare to receive run objects instead of config values.
 SPECIAL_ARGUMENTS = ("_run", "_config", "_seed", "_log")
@@ -57,6 +58,28 @@ class _RunRequest:
 _request: contextvars.ContextVar[_RunRequest | None] = contextvars.ContextVar(
     "prefect_sacred_run_request", default=None
 )
+
+_context_observers: contextvars.ContextVar[tuple[Any, ...]] = contextvars.ContextVar(
+    "prefect_sacred_context_observers", default=()
+)
+
+
+@contextlib.contextmanager
+def observing(*observers: Any) -> Iterator[None]:
+    """Add ``observers`` to every run started in this context, besides the experiment's own.
+
+    Example:
+        ```python
+        with observing(FileStorageObserver("debug_runs")):
+            ex.run()
+        ```
+    """
+    token = _context_observers.set((*_context_observers.get(), *observers))
+    try:
+        yield
+    finally:
+        _context_observers.reset(token)
+
 
 # Observer instances keep per-run state; one that is busy with a live run is copied for the next.
 _busy_observers: set[int] = set()
@@ -378,11 +401,11 @@ class Experiment:
         if options.unobserved:
             return [], None
         try:
-            return [*self._observers_for_deployment(), *options.observers], None
+            return [*self._observers_for_deployment(), *options.observers, *_context_observers.get()], None
         except ObserverConfigError as exc:
             # The run still starts for the observers from code, which then record this failure.
             error = ObserverError(f"{OBSERVERS_ENV_VAR}: {exc}")
-            return [*self.observers, *options.observers], error
+            return [*self.observers, *options.observers, *_context_observers.get()], error
 
     def _typed(self, parameters: dict[str, Any]) -> dict[str, Any]:
         """A deployment run's JSON parameters as the main function will receive them."""

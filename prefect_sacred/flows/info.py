@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib.metadata
 import os
 import platform
@@ -13,17 +12,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from prefect_sacred.observers.registry import redact
+from prefect_sacred.utils import md5_of_file, redact
 
-__all__ = ["gather_experiment_info", "gather_host_info", "md5_of_file"]
+__all__ = ["gather_experiment_info", "gather_host_info"]
 
-
-def md5_of_file(path: str | os.PathLike[str]) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def gather_experiment_info(name: str, base_dir: str, mainfile: str | None) -> dict[str, Any]:

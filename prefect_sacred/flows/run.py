@@ -22,9 +22,9 @@ from typing import IO, Any
 from prefect_sacred.flows.capture import Capture, start_capture
 from prefect_sacred.flows.metrics import MetricsLogger
 from prefect_sacred.observers.base import InvalidArtifactName
-from prefect_sacred.observers.registry import redact
 from prefect_sacred.serialization import utcnow
 from prefect_sacred.tasks.heartbeat import Heartbeat
+from prefect_sacred.utils import redact
 
 __all__ = ["ObserverError", "Run", "current_run"]
 

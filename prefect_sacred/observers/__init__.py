@@ -1,37 +1,74 @@
-"""Observers: ``RunObserver`` and one module per backend.
+"""Observers: ``RunObserver``, one wing per backend, the queue wrapper, and how they are chosen.
 
-Importing this package registers every observer's command-line flag and URL scheme. Backends
-with optional dependencies import them only when an observer is built.
+Names are imported on first use (PEP 562), so ``import prefect_sacred.observers.base`` loads no
+backend. Each wing registers its command-line flag and URL scheme when it is imported
+(:func:`~prefect_sacred.observers.registry.load_observer_plugins` imports them all).
 """
 
-from prefect_sacred.observers.base import InvalidArtifactName, RunObserver
-from prefect_sacred.observers.file_storage import FileStorageObserver
-from prefect_sacred.observers.mongo import MongoObserver
-from prefect_sacred.observers.mongo_options import parse_mongo_db_arg
-from prefect_sacred.observers.queue import QueuedMongoObserver, QueueObserver
-from prefect_sacred.observers.registry import (
-    OBSERVERS_ENV_VAR,
-    ObserverConfigError,
-    observer_from_url,
-    observers_from_env,
-)
-from prefect_sacred.observers.sql import SqlObserver
-from prefect_sacred.observers.tinydb import TinyDbObserver
-from prefect_sacred.observers.tinydb_reader import TinyDbReader
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from prefect_sacred._lazy import lazy_attributes
+
+if TYPE_CHECKING:
+    from prefect_sacred.observers.base import (
+        InvalidArtifactName,
+        ObserverLike,
+        OutputDelta,
+        PendingEvent,
+        RunObserver,
+    )
+    from prefect_sacred.observers.file_storage import FileStorageObserver
+    from prefect_sacred.observers.mongo import MongoObserver, QueuedMongoObserver, parse_mongo_db_arg
+    from prefect_sacred.observers.queue import QueueObserver, UndeliveredEvents
+    from prefect_sacred.observers.registry import (
+        ENTRY_POINT_GROUP,
+        OBSERVERS_ENV_VAR,
+        ObserverConfigError,
+        observer_from_url,
+        observers_from_env,
+    )
+    from prefect_sacred.observers.sql import SqlObserver
+    from prefect_sacred.observers.tinydb import TinyDbObserver, TinyDbReader
 
 __all__ = [
+    "ENTRY_POINT_GROUP",
     "OBSERVERS_ENV_VAR",
     "FileStorageObserver",
     "InvalidArtifactName",
     "MongoObserver",
     "ObserverConfigError",
+    "ObserverLike",
+    "OutputDelta",
+    "PendingEvent",
     "QueueObserver",
     "QueuedMongoObserver",
     "RunObserver",
     "SqlObserver",
     "TinyDbObserver",
     "TinyDbReader",
+    "UndeliveredEvents",
     "observer_from_url",
     "observers_from_env",
     "parse_mongo_db_arg",
 ]
+
+_HERE = "prefect_sacred.observers"
+__getattr__ = lazy_attributes(
+    __name__,
+    {
+        **dict.fromkeys(
+            ("InvalidArtifactName", "ObserverLike", "OutputDelta", "PendingEvent", "RunObserver"), f"{_HERE}.base"
+        ),
+        "FileStorageObserver": f"{_HERE}.file_storage",
+        **dict.fromkeys(("MongoObserver", "QueuedMongoObserver", "parse_mongo_db_arg"), f"{_HERE}.mongo"),
+        **dict.fromkeys(("QueueObserver", "UndeliveredEvents"), f"{_HERE}.queue"),
+        **dict.fromkeys(
+            ("ENTRY_POINT_GROUP", "OBSERVERS_ENV_VAR", "ObserverConfigError", "observer_from_url", "observers_from_env"),
+            f"{_HERE}.registry",
+        ),
+        "SqlObserver": f"{_HERE}.sql",
+        **dict.fromkeys(("TinyDbObserver", "TinyDbReader"), f"{_HERE}.tinydb"),
+    },
+)

@@ -2,14 +2,18 @@
 
 Events are always called with keyword arguments, so an observer written for Sacred (a subclass of
 ``sacred.observers.RunObserver`` or any object with these methods) plugs in unchanged.
+:class:`RunObserver` states the rules every observer can rely on and must honour;
+``prefect_sacred.testing.ObserverContractSuite`` checks them.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["InvalidArtifactName", "RunObserver"]
+__all__ = ["InvalidArtifactName", "ObserverLike", "OutputDelta", "PendingEvent", "RunObserver"]
 
 
 class InvalidArtifactName(ValueError):
@@ -20,15 +24,164 @@ class InvalidArtifactName(ValueError):
     """
 
 
+@dataclass(frozen=True)
+class OutputDelta:
+    """How the captured output changed since the previous beat.
+
+    The output now is the first ``start`` characters of the previous output followed by
+    ``text``. Output that only grew has ``start`` equal to the previous length; a
+    ``captured_out_filter`` that rewrote the end (a progress bar's ``\\r``) gives a smaller
+    ``start``.
+    """
+
+    start: int
+    text: str
+
+    @property
+    def end(self) -> int:
+        """The length of the output after this change."""
+        return self.start + len(self.text)
+
+    def appended_to(self, stored: int) -> str | None:
+        """What to append to output of which ``stored`` characters are stored.
+
+        Returns None when appending is not enough: earlier characters changed, or some were
+        never stored (a beat that failed). The caller then writes the whole ``captured_out``.
+        """
+        return self.text if self.start == stored else None
+
+    def then(self, later: OutputDelta) -> OutputDelta:
+        """One delta with the effect of this one followed by ``later``."""
+        if later.start >= self.start:
+            return OutputDelta(self.start, self.text[: later.start - self.start] + later.text)
+        return later
+
+
+@dataclass(frozen=True)
+class PendingEvent:
+    """An event a wrapper accepted but could not deliver: the bound method and its arguments."""
+
+    method: Callable[..., Any]
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        """The event's name, e.g. ``heartbeat_event``."""
+        return str(getattr(self.method, "__name__", "event"))
+
+    def deliver(self) -> Any:
+        """Call the event now."""
+        return self.method(*self.args, **self.kwargs)
+
+
+@runtime_checkable
+class ObserverLike(Protocol):
+    """Anything with Sacred's observer events: our :class:`RunObserver`, Sacred's, or a duck."""
+
+    priority: int
+
+    def queued_event(
+        self,
+        ex_info: dict[str, Any],
+        command: str,
+        host_info: dict[str, Any],
+        queue_time: dt.datetime,
+        config: dict[str, Any],
+        meta_info: dict[str, Any],
+        _id: Any,
+    ) -> Any: ...
+
+    def started_event(
+        self,
+        ex_info: dict[str, Any],
+        command: str,
+        host_info: dict[str, Any],
+        start_time: dt.datetime,
+        config: dict[str, Any],
+        meta_info: dict[str, Any],
+        _id: Any,
+    ) -> Any: ...
+
+    def heartbeat_event(
+        self, info: dict[str, Any], captured_out: str, beat_time: dt.datetime, result: Any
+    ) -> None: ...
+
+    def completed_event(self, stop_time: dt.datetime, result: Any) -> None: ...
+
+    def interrupted_event(self, interrupt_time: dt.datetime, status: str) -> None: ...
+
+    def failed_event(self, fail_time: dt.datetime, fail_trace: list[str]) -> None: ...
+
+    def resource_event(self, filename: str) -> None: ...
+
+    def artifact_event(
+        self,
+        name: str,
+        filename: str,
+        metadata: dict[str, Any] | None = None,
+        content_type: str | None = None,
+    ) -> None: ...
+
+    def log_metrics(self, metrics_by_name: dict[str, dict[str, list[Any]]], info: dict[str, Any]) -> None: ...
+
+    def join(self) -> None: ...
+
+
 class RunObserver:
     """Receives the events of a run. Subclass it and override the events you care about.
 
-    Observers are called in descending ``priority``; the first id returned from ``queued_event``
-    or ``started_event`` becomes the run's ``_id`` for every observer.
+    The rules below are what the run guarantees an observer and what it asks in return.
+    ``prefect_sacred.testing.ObserverContractSuite`` runs real experiments against an observer
+    and checks what it stored.
 
-    Observers must survive pickling: Prefect's ``serve`` pickles the flow with its hooks, and so
-    the experiment and its observers, into every flow-run process. Drop connections and locks in
-    ``__getstate__`` and reconnect lazily.
+    **Order.** Observers are called in descending ``priority`` (ties keep the order they were
+    added in), always with keyword arguments. For one run an observer sees:
+
+    1. ``queued_event`` (only for a run created before it starts) and then, when it starts,
+       ``started_event`` once, with the queued run's ``_id``. The first id an observer returns
+       becomes the run's ``_id`` for every observer after it; an observer given an ``_id`` must
+       use it.
+    2. Any number of beats. A beat is ``log_metrics`` (only when there are new points) and then
+       ``heartbeat_event``, so the metrics a heartbeat's ``info`` refers to are already stored.
+       ``artifact_event`` and ``resource_event`` come between beats, when the main function
+       calls them.
+    3. A final beat, then exactly one of ``completed_event``, ``interrupted_event`` or
+       ``failed_event``, then ``join``, which comes last and must return within a bounded time.
+
+    A run whose process died is finished from another process (Prefect runs cancellation and
+    crash hooks of served runs in the serve process): there a fresh observer gets ``reattach``
+    and then only the final event and ``join``.
+
+    **Threads.** ``started_event`` comes from the thread starting the flow run, beats from the
+    run's heartbeat thread, artifacts and resources from the main function's threads, the final
+    event from the thread ending the run. The run never calls one observer concurrently: it
+    holds a lock around every call, so an observer needs no lock of its own for its run.
+
+    **State.** An instance records one run at a time. If a run starts while the instance is
+    busy with another run in the same process, the new run gets a shallow copy
+    (``copy.copy``). So keep per-run state in attributes that ``started_event``,
+    ``queued_event`` and ``reattach`` assign afresh, never in containers created in
+    ``__init__`` and changed in place: a copy shares those.
+
+    **Arguments are the run's.** ``info`` is the run's live dict and ``captured_out`` the
+    whole output so far: read them during the call, keep copies of what you need, and do not
+    keep ``captured_out`` itself. The run appends new output to its string in place, which it
+    can do only while no one else holds it; a reference kept past the call makes every later
+    beat copy the whole output. An observer whose ``heartbeat_event`` declares a parameter
+    named ``output_delta`` is also given an :class:`OutputDelta`, what changed since the
+    previous beat, so storing the output costs what is new (see :meth:`heartbeat_event`).
+
+    **Failures.** An exception from ``started_event`` or ``queued_event`` stops the run before
+    the main function runs, with the observer named in the error. Any later exception is logged
+    with the observer's name and counted in ``Run.observer_errors``, and the observer keeps
+    receiving events: write so that the next event catches up (a heartbeat carries the full
+    state). :class:`InvalidArtifactName` from ``artifact_event`` is the caller's mistake and is
+    raised to the caller.
+
+    **Processes.** Prefect's ``serve`` pickles the flow with its hooks, and so the experiment and
+    its observers, into every flow-run process. Drop connections and locks in ``__getstate__``
+    and reconnect lazily.
     """
 
     priority: int = 0
@@ -60,9 +213,26 @@ class RunObserver:
         return None
 
     def heartbeat_event(
-        self, info: dict[str, Any], captured_out: str, beat_time: dt.datetime, result: Any
+        self,
+        info: dict[str, Any],
+        captured_out: str,
+        beat_time: dt.datetime,
+        result: Any,
+        output_delta: OutputDelta | None = None,
     ) -> None:
-        """Periodic update: the live ``info`` dict, all captured output so far, the result."""
+        """Periodic update: the live ``info`` dict, all captured output so far, the result.
+
+        Args:
+            info: The run's ``info`` dict (read it now; it keeps changing).
+            captured_out: The whole captured output so far (do not keep it).
+            beat_time: When the beat was taken (naive UTC).
+            result: The result so far (``None`` until the main function returns).
+            output_delta: What changed in ``captured_out`` since the previous beat. Given
+                only to observers that declare this parameter; ``None`` when a caller sends
+                the whole output only (Sacred's tests, a wrapper). Use
+                ``output_delta.appended_to(characters_stored)`` and write ``captured_out`` whole
+                when it returns None.
+        """
 
     def completed_event(self, stop_time: dt.datetime, result: Any) -> None:
         """The main function returned ``result``."""
@@ -83,13 +253,17 @@ class RunObserver:
         metadata: dict[str, Any] | None = None,
         content_type: str | None = None,
     ) -> None:
-        """The run produced the file ``filename``, to be stored as ``name``."""
+        """The run produced the file ``filename``, to be stored as ``name``.
+
+        Raises:
+            InvalidArtifactName: ``name`` escapes the run or would overwrite the observer's files.
+        """
 
     def log_metrics(self, metrics_by_name: dict[str, dict[str, list[Any]]], info: dict[str, Any]) -> None:
         """New metric points since the last beat: ``{name: {steps, values, timestamps, name}}``."""
 
     def join(self) -> None:
-        """Block until everything this observer accepted has been written."""
+        """Block until everything this observer accepted has been written, for a bounded time."""
 
     # --- prefect-sacred additions: optional, observers written for Sacred need not have them ---
 
@@ -104,4 +278,19 @@ class RunObserver:
 
     def run_location(self) -> str | None:
         """Where the current run is stored, for people (a path, a URL without credentials)."""
+        return None
+
+    def save_undelivered(self, events: Sequence[PendingEvent], reason: str) -> str | None:
+        """Keep events a wrapper could not deliver to this observer; return where they are.
+
+        ``QueueObserver`` calls it when its time at the end of a run is up and the backend
+        still refuses its events, after its worker stopped. An observer that can save the run
+        better than a list of events (Mongo writes the run document as it would have stored
+        it) does so here and returns the path. The default (None) lets the wrapper save the
+        events as JSON itself.
+
+        Args:
+            events: The undelivered events, oldest first; ``event.deliver()`` calls one.
+            reason: Why they were not delivered (credentials already hidden).
+        """
         return None

@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from prefect_sacred.flows.info import md5_of_file
 from prefect_sacred.observers.base import InvalidArtifactName, RunObserver
 from prefect_sacred.observers.files import copy_atomic, write_atomic
 from prefect_sacred.observers.registry import (
@@ -33,6 +32,7 @@ from prefect_sacred.observers.registry import (
     register_url_scheme,
 )
 from prefect_sacred.serialization import flatten, isoformat
+from prefect_sacred.utils import md5_of_file
 
 __all__ = ["FileStorageObserver"]
 

@@ -48,8 +48,8 @@ from prefect_sacred.observers.mongo_failures import (
 from prefect_sacred.observers.mongo_files import RunFiles, save_sources
 from prefect_sacred.observers.mongo_output import CapturedOutput
 from prefect_sacred.observers.mongo_storage import MetricWriter, sanitize, with_metric_refs
-from prefect_sacred.observers.registry import redact
 from prefect_sacred.serialization import flatten
+from prefect_sacred.utils import redact
 
 __all__ = ["DEFAULT_FAILURE_DIR", "MongoObserver", "MongoWriteError"]
 

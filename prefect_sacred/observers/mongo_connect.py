@@ -13,7 +13,8 @@ import logging
 import re
 from typing import Any
 
-from prefect_sacred.observers.registry import ObserverConfigError, redact
+from prefect_sacred.observers.registry import ObserverConfigError
+from prefect_sacred.utils import redact
 
 __all__ = [
     "RESERVED_COLLECTIONS",

@@ -13,8 +13,8 @@ import mimetypes
 import os
 from typing import Any
 
-from prefect_sacred.flows.info import md5_of_file
 from prefect_sacred.observers.mongo_storage import sanitize
+from prefect_sacred.utils import md5_of_file
 
 __all__ = ["RunFiles", "put_once", "save_sources"]
 

@@ -17,10 +17,10 @@ from urllib.parse import unquote
 from prefect_sacred.observers.base import RunObserver
 from prefect_sacred.observers.registry import (
     ObserverConfigError,
-    redact,
     register_observer_option,
     register_url_scheme,
 )
+from prefect_sacred.utils import redact
 
 __all__ = ["parse_mongo_db_arg"]
 

@@ -28,8 +28,8 @@ from typing import Any
 
 from prefect_sacred.observers.base import RunObserver
 from prefect_sacred.observers.files import write_failure_file
-from prefect_sacred.observers.registry import redact
 from prefect_sacred.serialization import flatten
+from prefect_sacred.utils import redact
 
 __all__ = ["QueueObserver", "QueuedMongoObserver", "UndeliveredEvents"]
 

@@ -1,34 +1,58 @@
 """How observers are chosen without code: command-line flags and observer URLs.
 
-Each observer module registers its own flag (``-F``, ``-m``, ...) and URL schemes at import, so
-the command line and the deployment setting grow with the observers instead of a central table.
-Optional dependencies are imported when an observer is built, not when it registers.
+Each observer wing (``file_storage``, ``mongo``, ``sql``, ``tinydb``) registers its own flag
+(``-F``, ``-m``, ...) and URL schemes when it is imported, so the command line and the
+deployment setting grow with the observers instead of a central table. Factories import a
+backend's driver when they build an observer, never when they register.
+
+Observers of other packages join the same way: a module that calls
+:func:`register_observer_option` and :func:`register_url_scheme`, named in the
+``prefect_sacred.observers`` entry-point group of that package::
+
+    [project.entry-points."prefect_sacred.observers"]
+    my_observer = "my_package.observer_plugin"
+
+The wings and the entry points are loaded the first time a flag or URL is looked up.
 """
 
 from __future__ import annotations
 
+import importlib
+import logging
 import os
 import re
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from prefect_sacred.observers.base import RunObserver
+from prefect_sacred.observers.base import ObserverLike
+from prefect_sacred.utils import redact
 
 __all__ = [
+    "ENTRY_POINT_GROUP",
     "OBSERVERS_ENV_VAR",
     "ObserverConfigError",
     "ObserverOption",
     "observer_from_url",
+    "load_observer_plugins",
     "observer_options",
     "observers_from_env",
-    "redact",
     "register_observer_option",
     "register_url_scheme",
 ]
 
 OBSERVERS_ENV_VAR = "PREFECT_SACRED_OBSERVERS"
+ENTRY_POINT_GROUP = "prefect_sacred.observers"
+_BUILTIN_WINGS = (
+    "prefect_sacred.observers.file_storage",
+    "prefect_sacred.observers.mongo",
+    "prefect_sacred.observers.sql",
+    "prefect_sacred.observers.tinydb",
+)
 
-ObserverFactory = Callable[[str], RunObserver]
+logger = logging.getLogger("prefect_sacred")
+
+ObserverFactory = Callable[[str], ObserverLike]
 
 
 class ObserverConfigError(ValueError):
@@ -48,6 +72,30 @@ class ObserverOption:
 
 _options: dict[str, ObserverOption] = {}
 _schemes: dict[str, ObserverFactory] = {}
+_plugins_loaded = threading.Event()
+_plugins_lock = threading.Lock()
+
+
+def load_observer_plugins() -> None:
+    """Import the built-in wings and every ``prefect_sacred.observers`` entry point, once.
+
+    A third-party plugin that fails to import is logged and left out; the others still load.
+    """
+    if _plugins_loaded.is_set():
+        return
+    with _plugins_lock:
+        if _plugins_loaded.is_set():
+            return
+        for module in _BUILTIN_WINGS:
+            importlib.import_module(module)
+        from importlib.metadata import entry_points
+
+        for entry_point in entry_points(group=ENTRY_POINT_GROUP):
+            try:
+                entry_point.load()
+            except Exception as exc:
+                logger.warning("observer plugin %r could not be loaded: %s", entry_point.name, redact(str(exc)))
+        _plugins_loaded.set()
 
 
 def register_observer_option(
@@ -75,15 +123,13 @@ def register_url_scheme(*schemes: str) -> Callable[[ObserverFactory], ObserverFa
 
 def observer_options() -> list[ObserverOption]:
     """Every registered observer flag, sorted by long name as Sacred applies them."""
-    import prefect_sacred.observers  # noqa: F401  (registers the built-in observers)
-
+    load_observer_plugins()
     return [_options[name] for name in sorted(_options)]
 
 
-def observer_from_url(url: str) -> RunObserver:
+def observer_from_url(url: str) -> ObserverLike:
     """Build an observer from a URL such as ``file://./my_runs`` or ``mongodb://host/db``."""
-    import prefect_sacred.observers  # noqa: F401
-
+    load_observer_plugins()
     match = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://", url)
     if not match:
         # Not echoed: a malformed value is where an unredactable password would hide.
@@ -96,14 +142,14 @@ def observer_from_url(url: str) -> RunObserver:
     return factory(url)
 
 
-def observers_from_env(environ: dict[str, str] | None = None) -> list[RunObserver]:
+def observers_from_env(environ: dict[str, str] | None = None) -> list[ObserverLike]:
     """Observers named in ``PREFECT_SACRED_OBSERVERS``: URLs separated by whitespace."""
     value = (environ if environ is not None else os.environ).get(OBSERVERS_ENV_VAR, "")
     return [observer_from_url(url) for url in value.split()]
 
 
 @register_url_scheme("block")
-def _observer_from_block(url: str) -> RunObserver:
+def _observer_from_block(url: str) -> ObserverLike:
     """``block://<block-type-slug>/<block-name>``: a saved Block that builds an observer.
 
     Blocks of this package have an ``observer()`` method; credentials stay in the Block.
@@ -122,19 +168,5 @@ def _observer_from_block(url: str) -> RunObserver:
         raise ObserverConfigError(
             f"block {slug_and_name!r} ({type(block).__name__}) cannot build an observer"
         )
-    observer: RunObserver = build()
+    observer: ObserverLike = build()
     return observer
-
-
-_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^@/?#\s]+)@")
-_SECRET_QUERY = re.compile(r"(?i)(?P<key>(?:password|passwd|pwd|secret|token|key|credentials?)=)[^&\s]*")
-
-
-def redact(text: str) -> str:
-    """Hide credentials in URLs inside ``text``: ``mongodb://u:pw@h`` -> ``mongodb://u:***@h``."""
-
-    def hide(match: re.Match[str]) -> str:
-        user = match.group("userinfo").split(":", 1)[0]
-        return f"{match.group('scheme')}{user}:***@"
-
-    return _SECRET_QUERY.sub(r"\g<key>***", _CREDENTIALS.sub(hide, text))

@@ -33,7 +33,6 @@ import json
 import math
 from typing import TYPE_CHECKING, Any
 
-from prefect_sacred.flows.info import md5_of_file
 from prefect_sacred.observers.base import RunObserver
 from prefect_sacred.observers.registry import (
     ObserverConfigError,
@@ -49,6 +48,7 @@ from prefect_sacred.observers.sql_engine import (
 )
 from prefect_sacred.observers.sql_metrics import MetricRow, finite, metric_rows
 from prefect_sacred.serialization import flatten
+from prefect_sacred.utils import md5_of_file
 
 if TYPE_CHECKING:
     import sqlalchemy as sa

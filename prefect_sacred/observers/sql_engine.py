@@ -12,7 +12,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from prefect_sacred.observers.registry import ObserverConfigError, redact
+from prefect_sacred.observers.registry import ObserverConfigError
+from prefect_sacred.utils import redact
 
 __all__ = [
     "INSTALL_HINT",
