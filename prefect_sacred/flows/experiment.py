@@ -134,7 +134,7 @@ class Experiment:
         self._flow: Flow[Any, Any] | None = None
         self._defaults: dict[str, Any] = {}
         self._specials: tuple[str, ...] = ()
-        self._lifecycle = RunLifecycle(self)
+        self._lifecycle = RunLifecycle(self._create_run, self._observers_for_deployment)
         #: The run this experiment started most recently in this process (also when it failed).
         self.last_run: Run | None = None
 

@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from prefect.exceptions import TerminationSignal
 
 from prefect_sacred.flows import prefect_api
-from prefect_sacred.flows.run import Run, observer_name
+from prefect_sacred.flows.fanout import ObserverFanout
+from prefect_sacred.flows.run import Run
 from prefect_sacred.serialization import utcnow
 
 if TYPE_CHECKING:
@@ -34,7 +36,7 @@ if TYPE_CHECKING:
     from prefect.client.schemas.objects import FlowRun
     from prefect.states import State
 
-    from prefect_sacred.flows.experiment import Experiment
+    from prefect_sacred.observers.base import ObserverLike
 
 __all__ = ["RunLifecycle"]
 
@@ -45,20 +47,30 @@ class RunLifecycle:
     """The five flow hooks of one experiment, and the runs they keep alive in this process.
 
     Runs are keyed by flow-run id, so any number of runs of the experiment can overlap.
+
+    Args:
+        new_run: Builds the run of a flow run that just started (not yet started itself).
+        rebuild_observers: The observers of a run started elsewhere (a served run whose
+            process is gone), built from code and configuration in this process.
     """
 
-    def __init__(self, experiment: Experiment) -> None:
-        self._experiment = experiment
+    def __init__(
+        self,
+        new_run: Callable[[FlowRun], Run],
+        rebuild_observers: Callable[[], list[ObserverLike]],
+    ) -> None:
+        self._new_run = new_run
+        self._rebuild_observers = rebuild_observers
         self._live: dict[UUID, Run] = {}
         self._lock = threading.Lock()
 
     # Prefect's serve pickles the flow, its hooks included, into each flow-run process:
-    # what travels is the experiment, never this process's live runs or locks.
+    # what travels is how to build runs, never this process's live runs or locks.
     def __getstate__(self) -> dict[str, Any]:
-        return {"experiment": self._experiment}
+        return {"new_run": self._new_run, "rebuild_observers": self._rebuild_observers}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["experiment"])  # type: ignore[misc]
+        self.__init__(state["new_run"], state["rebuild_observers"])  # type: ignore[misc]
 
     def live_run(self, flow_run_id: UUID) -> Run | None:
         with self._lock:
@@ -74,7 +86,7 @@ class RunLifecycle:
         with self._lock:
             if flow_run.id in self._live:  # a retry: Prefect re-fires on_running per attempt
                 return
-            run = self._experiment._create_run(flow_run)
+            run = self._new_run(flow_run)
             self._live[flow_run.id] = run
         run.logger = _run_logger(flow, flow_run)
         run.start()
@@ -143,21 +155,21 @@ class RunLifecycle:
         if run_id is None:
             log.warning("flow run %s has no experiment run id; nothing to record", flow_run.id)
             return
+        try:
+            observers = self._rebuild_observers()
+        except Exception as exc:
+            log.error("cannot rebuild the observers of run %s: %s", run_id, exc)
+            return
+        fanout = ObserverFanout.resumed(observers, run_id, log)
         now = utcnow()
-        for observer in self._experiment._observers_for_deployment():
-            name = observer_name(observer)
-            try:
-                reattach = getattr(observer, "reattach", None)
-                if not callable(reattach) or not reattach(run_id):
-                    continue
-                if interrupted:
-                    observer.interrupted_event(interrupt_time=now, status="INTERRUPTED")
-                else:
-                    observer.failed_event(fail_time=now, fail_trace=_trace_from_state(state))
-                observer.join()
-                log.info("observer %s recorded the end of run %s (%s)", name, run_id, state.name)
-            except Exception as exc:
-                log.error("observer %s could not record the end of run %s: %s", name, run_id, exc)
+        if interrupted:
+            fanout.interrupted_event(interrupt_time=now, status="INTERRUPTED")
+        else:
+            fanout.failed_event(fail_time=now, fail_trace=_trace_from_state(state))
+        fanout.join()
+        for observer in fanout.started:
+            name = type(observer).__name__
+            log.info("observer %s recorded the end of run %s (%s)", name, run_id, state.name)
 
 
 def _note_state(run: Run, state: State[Any]) -> None:

@@ -1,30 +1,24 @@
-"""A run of an experiment: the object ``_run`` users see, and the observer event dispatch.
+"""A run of an experiment: the object ``_run`` users see, its output, metrics and lifecycle.
 
-Event contract (Sacred's, minus its silent drops): observers are called in descending priority
-with keyword arguments; the first id returned becomes ``_id`` for all. An observer that raises
-in ``started_event`` fails the run before the main function runs, named in the error. One that
-raises later is logged with its name, counted in ``Run.observer_errors``, and keeps receiving
-events, so it catches up when its backend comes back.
+Its observers receive its events through an :class:`~prefect_sacred.flows.fanout.ObserverFanout`.
 """
 
 from __future__ import annotations
 
 import contextvars
-import copy
 import logging
 import os
-import sys
 import threading
 import traceback
 from collections.abc import Callable
 from typing import IO, Any
 
 from prefect_sacred.flows.capture import Capture, start_capture
+from prefect_sacred.flows.fanout import ObserverError, ObserverFanout
 from prefect_sacred.flows.metrics import MetricsLogger
-from prefect_sacred.observers.base import InvalidArtifactName
+from prefect_sacred.observers.base import ObserverLike, OutputDelta
 from prefect_sacred.serialization import utcnow
 from prefect_sacred.tasks.heartbeat import Heartbeat
-from prefect_sacred.utils import redact
 
 __all__ = ["ObserverError", "Run", "current_run"]
 
@@ -33,10 +27,6 @@ logger = logging.getLogger("prefect_sacred")
 _current_run: contextvars.ContextVar[Run | None] = contextvars.ContextVar(
     "prefect_sacred_current_run", default=None
 )
-
-
-class ObserverError(RuntimeError):
-    """An observer could not record the start of a run, so the run does not start."""
 
 
 def current_run() -> Run:
@@ -49,10 +39,6 @@ def current_run() -> Run:
     if run is None:
         raise RuntimeError("no experiment run is active in this context")
     return run
-
-
-def observer_name(observer: Any) -> str:
-    return type(observer).__name__
 
 
 class Run:
@@ -69,7 +55,7 @@ class Run:
         meta_info: dict[str, Any],
         config: dict[str, Any],
         command: str,
-        observers: list[Any],
+        observers: list[ObserverLike],
         beat_interval: float = 10.0,
         capture_mode: str = "fd",
         captured_out_filter: Callable[[str], str] | None = None,
@@ -80,8 +66,7 @@ class Run:
         self.meta_info = meta_info
         self.config = config
         self.command = command
-        # sorted() is stable: equal priorities keep the order they were added in.
-        self.observers = sorted(observers, key=lambda obs: -getattr(obs, "priority", 0))
+        self.fanout = ObserverFanout(observers)
         self.beat_interval = beat_interval
         self.capture_mode = capture_mode
         self.captured_out_filter = captured_out_filter
@@ -93,20 +78,36 @@ class Run:
         self.result: Any = None
         self._filtered_out = ""
         self.fail_trace: list[str] | None = None
-        self.observer_errors: dict[str, int] = {}
         self.start_error: ObserverError | None = None
         self.exception: BaseException | None = None
-        self.logger: logging.LoggerAdapter[Any] = logging.LoggerAdapter(logger, {})
         self._raw_out = ""
         self._metrics = MetricsLogger()
-        self._started: list[Any] = []
-        # Observers are never called concurrently (heartbeat thread vs. artifacts from the body).
-        self._observer_lock = threading.RLock()
+        self._finish_lock = threading.Lock()
+        self._beat_lock = threading.Lock()
         self._finished = False
         self._capture: Capture | None = None
         self._heartbeat: Heartbeat | None = None
         #: Called once the final event was sent (the experiment releases the observers).
         self.on_finish: Callable[[Run], None] | None = None
+
+    @property
+    def observers(self) -> list[ObserverLike]:
+        """The run's observers, in the order they are called (descending priority)."""
+        return self.fanout.observers
+
+    @property
+    def observer_errors(self) -> dict[str, int]:
+        """How often each observer (by class name) failed after the run started."""
+        return self.fanout.errors
+
+    @property
+    def logger(self) -> logging.LoggerAdapter[Any]:
+        """Where the run and its observers report (the flow run's Prefect logger once started)."""
+        return self.fanout.log
+
+    @logger.setter
+    def logger(self, value: logging.LoggerAdapter[Any]) -> None:
+        self.fanout.log = value
 
     # --- the user's API -------------------------------------------------------------------
 
@@ -123,17 +124,13 @@ class Run:
     ) -> None:
         """Store the file ``filename`` with the run as ``name`` (default: its base name)."""
         path = self._existing_file(filename)
-        self._emit_all(
-            "artifact_event",
-            name=name or os.path.basename(path),
-            filename=path,
-            metadata=metadata,
-            content_type=content_type,
+        self.fanout.artifact_event(
+            name=name or os.path.basename(path), filename=path, metadata=metadata, content_type=content_type
         )
 
     def add_resource(self, filename: str | os.PathLike[str]) -> None:
         """Record the file ``filename`` as an input of the run."""
-        self._emit_all("resource_event", filename=self._existing_file(filename))
+        self.fanout.resource_event(filename=self._existing_file(filename))
 
     def open_resource(self, filename: str | os.PathLike[str], mode: str = "r") -> IO[Any]:
         """Open ``filename`` like :func:`open` and record it as an input of the run."""
@@ -160,28 +157,19 @@ class Run:
         self._capture = start_capture(self.capture_mode)
         self.start_time = utcnow()
         self.status = "RUNNING"
-        with self._observer_lock:
-            for observer in self.observers:
-                try:
-                    returned = observer.started_event(
-                        ex_info=copy.deepcopy(self.experiment_info),
-                        command=self.command,
-                        host_info=copy.deepcopy(self.host_info),
-                        start_time=self.start_time,
-                        config=copy.deepcopy(self.config),
-                        meta_info=copy.deepcopy(self.meta_info),
-                        _id=self._id,
-                    )
-                except Exception as exc:
-                    message = redact(f"{type(exc).__name__}: {exc}")
-                    # A setup error found before start (start_error already set) is kept.
-                    self.start_error = self.start_error or ObserverError(
-                        f"observer {observer_name(observer)} failed to start the run: {message}"
-                    )
-                    break
-                self._started.append(observer)
-                if self._id is None:
-                    self._id = returned
+        if self.start_error is None:  # a setup error found before the start is kept
+            try:
+                self._id = self.fanout.started_event(
+                    ex_info=self.experiment_info,
+                    command=self.command,
+                    host_info=self.host_info,
+                    start_time=self.start_time,
+                    config=self.config,
+                    meta_info=self.meta_info,
+                    _id=self._id,
+                )
+            except ObserverError as exc:
+                self.start_error = exc
         if self.start_error is not None:
             self.logger.error("%s", self.start_error)
             return
@@ -198,53 +186,57 @@ class Run:
 
     def beat(self) -> None:
         """Send new metrics and a heartbeat to every started observer."""
-        with self._observer_lock:
+        with self._beat_lock:  # a late heartbeat and the final beat must not interleave
             beat_time = utcnow()
-            self._read_captured_output()
-            metrics = self._metrics.drain()
-            for observer in self._started:
-                self._call(observer, "log_metrics", metrics_by_name=metrics, info=self.info)
-                self._call(
-                    observer,
-                    "heartbeat_event",
-                    info=self.info,
-                    captured_out=self.captured_out,
-                    beat_time=beat_time,
-                    result=self.result,
-                )
+            output_delta = self._read_captured_output()
+            self.fanout.beat(
+                metrics_by_name=self._metrics.drain(),
+                info=self.info,
+                captured_out=self.captured_out,
+                output_delta=output_delta,
+                beat_time=beat_time,
+                result=self.result,
+            )
 
     def complete(self, result: Any) -> None:
         """The main function returned: final beat, then ``completed_event``."""
         self.result = result
-        self._finish("COMPLETED", "completed_event", result=result)
+        if self._stop("COMPLETED"):
+            self.fanout.completed_event(stop_time=self.stop_time, result=result)
+            self._ended()
 
     def fail(self, fail_trace: list[str]) -> None:
         """The main function raised: final beat, then ``failed_event``."""
         self.fail_trace = fail_trace
-        self._finish("FAILED", "failed_event", fail_trace=fail_trace, time_key="fail_time")
+        if self._stop("FAILED"):
+            self.fanout.failed_event(fail_time=self.stop_time, fail_trace=fail_trace)
+            self._ended()
 
     def interrupt(self, status: str = "INTERRUPTED") -> None:
         """The run was stopped from outside: final beat, then ``interrupted_event``."""
-        self._finish(status, "interrupted_event", status=status, time_key="interrupt_time")
+        if self._stop(status):
+            self.fanout.interrupted_event(interrupt_time=self.stop_time, status=status)
+            self._ended()
 
-    def _finish(self, final_status: str, event: str, time_key: str = "stop_time", **kwargs: Any) -> None:
-        with self._observer_lock:
+    def _stop(self, final_status: str) -> bool:
+        """Stop the heartbeat and capture and send the final beat; False if already stopped."""
+        with self._finish_lock:
             if self._finished:
-                return
+                return False
             self._finished = True
         if self._heartbeat is not None:
             self._heartbeat.stop()
         if self._capture is not None:
             self._capture.stop()
-        if self._started:
+        if self.fanout.started:
             self.beat()  # the final beat carries the tail of the output and the last metrics
         self.status = final_status
         self.stop_time = utcnow()
-        with self._observer_lock:
-            for observer in self._started:
-                self._call(observer, event, **{time_key: self.stop_time}, **kwargs)
-            for observer in self._started:
-                self._call(observer, "join")
+        return True
+
+    def _ended(self) -> None:
+        """After the final event: ``join``, then say what went wrong and release the observers."""
+        self.fanout.join()
         for name, count in self.observer_errors.items():
             self.logger.warning("observer %s failed %d time(s) during run %s", name, count, self._id)
         if self.on_finish is not None:
@@ -255,56 +247,44 @@ class Run:
         """All output captured so far, through ``captured_out_filter`` if one is set."""
         return self._raw_out if self.captured_out_filter is None else self._filtered_out
 
-    def _read_captured_output(self) -> None:
-        if self._capture is None:
-            return
-        new = self._capture.read()
+    def _read_captured_output(self) -> OutputDelta:
+        """Take in the output captured since the last beat; return how ``captured_out`` changed."""
+        shown = len(self.captured_out)
+        new = self._capture.read() if self._capture is not None else ""
         if new:
             # Drop our reference first: a str with one reference grows in place, so a beat
             # costs what is new rather than a copy of the whole output.
             output, self._raw_out = self._raw_out, ""
             output += new
             self._raw_out = output
-        if self.captured_out_filter is not None and (new or not self._filtered_out):
-            self._filtered_out = self.captured_out_filter(self._raw_out)
-
-    def _emit_all(self, event: str, **kwargs: Any) -> None:
-        refused: InvalidArtifactName | None = None
-        with self._observer_lock:
-            for observer in self._started:
-                try:
-                    getattr(observer, event)(**kwargs)
-                except InvalidArtifactName as exc:
-                    refused = exc
-                except Exception:
-                    self._call_failed(observer, event)
-        if refused is not None:
-            raise refused
-
-    def _call(self, observer: Any, event: str, **kwargs: Any) -> Any:
-        try:
-            return getattr(observer, event)(**kwargs)
-        except Exception:
-            self._call_failed(observer, event)
-            return None
-
-    def _call_failed(self, observer: Any, event: str) -> None:
-        """Report the exception being handled; the observer keeps receiving events."""
-        exc = sys.exc_info()[1]
-        name = observer_name(observer)
-        self.observer_errors[name] = self.observer_errors.get(name, 0) + 1
-        self.logger.error("observer %s failed in %s: %s", name, event, redact(f"{type(exc).__name__}: {exc}"))
-        logger.debug("traceback of the %s failure", name, exc_info=True)
+        if self.captured_out_filter is None:
+            return OutputDelta(shown, new)
+        if not new and self._filtered_out:
+            return OutputDelta(shown, "")
+        before, self._filtered_out = self._filtered_out, self.captured_out_filter(self._raw_out)
+        start = common_prefix_length(before, self._filtered_out)
+        return OutputDelta(start, self._filtered_out[start:])
 
     def locations(self) -> list[tuple[str, str]]:
         """``(observer, where it stored this run)`` for every started observer that can tell."""
-        found = []
-        for observer in self._started:
-            describe = getattr(observer, "run_location", None)
-            location = describe() if callable(describe) else None
-            if location:
-                found.append((observer_name(observer), redact(str(location))))
-        return found
+        return self.fanout.locations()
+
+
+def common_prefix_length(before: str, after: str, block: int = 1 << 16) -> int:
+    """How many leading characters ``after`` shares with ``before``, compared block by block."""
+    if after.startswith(before):
+        return len(before)
+    size = min(len(before), len(after))
+    position = 0
+    while position < size:
+        end = min(position + block, size)
+        if after.startswith(before[position:end], position):
+            position = end
+            continue
+        while before[position] == after[position]:
+            position += 1
+        return position
+    return size
 
 
 def format_fail_trace(exc: BaseException, skip_frames: int = 0) -> list[str]:

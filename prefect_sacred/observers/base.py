@@ -9,11 +9,19 @@ Events are always called with keyword arguments, so an observer written for Sacr
 from __future__ import annotations
 
 import datetime as dt
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["InvalidArtifactName", "ObserverLike", "OutputDelta", "PendingEvent", "RunObserver"]
+__all__ = [
+    "InvalidArtifactName",
+    "ObserverLike",
+    "OutputDelta",
+    "PendingEvent",
+    "RunObserver",
+    "takes_output_delta",
+]
 
 
 class InvalidArtifactName(ValueError):
@@ -61,14 +69,11 @@ class OutputDelta:
 class PendingEvent:
     """An event a wrapper accepted but could not deliver: the bound method and its arguments."""
 
+    #: The event's name, e.g. ``heartbeat_event`` (for messages and saved files).
+    name: str
     method: Callable[..., Any]
     args: tuple[Any, ...] = ()
     kwargs: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def name(self) -> str:
-        """The event's name, e.g. ``heartbeat_event``."""
-        return str(getattr(self.method, "__name__", "event"))
 
     def deliver(self) -> Any:
         """Call the event now."""
@@ -142,8 +147,9 @@ class RunObserver:
        ``started_event`` once, with the queued run's ``_id``. The first id an observer returns
        becomes the run's ``_id`` for every observer after it; an observer given an ``_id`` must
        use it.
-    2. Any number of beats. A beat is ``log_metrics`` (only when there are new points) and then
-       ``heartbeat_event``, so the metrics a heartbeat's ``info`` refers to are already stored.
+    2. Any number of beats. A beat is ``log_metrics`` (the points since the previous beat, maybe
+       none) and then ``heartbeat_event``, so the metrics a heartbeat's ``info`` refers to are
+       already stored.
        ``artifact_event`` and ``resource_event`` come between beats, when the main function
        calls them.
     3. A final beat, then exactly one of ``completed_event``, ``interrupted_event`` or
@@ -294,3 +300,11 @@ class RunObserver:
             reason: Why they were not delivered (credentials already hidden).
         """
         return None
+
+
+def takes_output_delta(observer: Any) -> bool:
+    """Whether ``observer.heartbeat_event`` declares an ``output_delta`` parameter."""
+    try:
+        return "output_delta" in inspect.signature(observer.heartbeat_event).parameters
+    except (TypeError, ValueError, AttributeError):
+        return False
