@@ -4,13 +4,11 @@ Names are imported on first use (PEP 562): ``import prefect_sacred`` alone loads
 Prefect's flow engine nor any database driver.
 """
 
-from __future__ import annotations
+import typing as _typing
 
-from typing import TYPE_CHECKING
+from prefect_sacred._lazy import lazy_attributes as _lazy_attributes
 
-from prefect_sacred._lazy import lazy_attributes
-
-if TYPE_CHECKING:
+if _typing.TYPE_CHECKING:
     from prefect_sacred.flows import (
         Experiment,
         ObserverError,
@@ -59,7 +57,7 @@ __all__ = [
 ]
 
 _FLOWS = ("Experiment", "ObserverError", "Run", "UsageError", "apply_backspaces_and_linefeeds", "current_run")
-__getattr__ = lazy_attributes(
+__getattr__ = _lazy_attributes(
     __name__,
     {
         **dict.fromkeys(_FLOWS, "prefect_sacred.flows"),

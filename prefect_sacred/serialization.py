@@ -8,33 +8,28 @@ and the rare object jsonpickle itself chokes on is stored as its ``repr``.
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 import json
+import sys
 from typing import Any
 
 import jsonpickle
 
 __all__ = ["flatten", "isoformat", "restore", "utcnow"]
 
-_handlers_registered = False
+# jsonpickle's numpy and pandas handlers import those packages. They are registered only once
+# the program imported them itself (a value of theirs can exist only then), so a run that uses
+# neither never pays for their import (about 1.5 s).
+_registered: set[str] = set()
 
 
 def _register_handlers() -> None:
-    global _handlers_registered
-    if _handlers_registered:
-        return
-    _handlers_registered = True
-    try:
-        import jsonpickle.ext.numpy as jsonpickle_numpy
-
-        jsonpickle_numpy.register_handlers()
-    except ImportError:  # numpy not installed
-        pass
-    try:
-        import jsonpickle.ext.pandas as jsonpickle_pandas
-
-        jsonpickle_pandas.register_handlers()
-    except ImportError:  # pandas not installed
-        pass
+    for package in ("numpy", "pandas"):
+        if package in _registered or package not in sys.modules:
+            continue
+        _registered.add(package)
+        extension = importlib.import_module(f"jsonpickle.ext.{package}")
+        extension.register_handlers()
 
 
 def flatten(obj: Any) -> Any:

@@ -3,16 +3,14 @@
 Names are imported on first use (PEP 562): the flow engine loads only when an experiment is made.
 """
 
-from __future__ import annotations
+import typing as _typing
 
-from typing import TYPE_CHECKING
+from prefect_sacred._lazy import lazy_attributes as _lazy_attributes
 
-from prefect_sacred._lazy import lazy_attributes
-
-if TYPE_CHECKING:
+if _typing.TYPE_CHECKING:
     from prefect_sacred.flows.capture import apply_backspaces_and_linefeeds
     from prefect_sacred.flows.commandline import UsageError
-    from prefect_sacred.flows.experiment import Experiment
+    from prefect_sacred.flows.experiment import Experiment, observing
     from prefect_sacred.flows.run import ObserverError, Run, current_run
 
 __all__ = [
@@ -22,14 +20,16 @@ __all__ = [
     "UsageError",
     "apply_backspaces_and_linefeeds",
     "current_run",
+    "observing",
 ]
 
-__getattr__ = lazy_attributes(
+__getattr__ = _lazy_attributes(
     __name__,
     {
         "apply_backspaces_and_linefeeds": "prefect_sacred.flows.capture",
         "UsageError": "prefect_sacred.flows.commandline",
         "Experiment": "prefect_sacred.flows.experiment",
+        "observing": "prefect_sacred.flows.experiment",
         "ObserverError": "prefect_sacred.flows.run",
         "Run": "prefect_sacred.flows.run",
         "current_run": "prefect_sacred.flows.run",

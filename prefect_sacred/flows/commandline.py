@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prefect_sacred.flows.capture import CAPTURE_MODES
-from prefect_sacred.observers.base import RunObserver
+from prefect_sacred.observers.base import ObserverLike
 from prefect_sacred.observers.registry import ObserverConfigError, observer_options
 from prefect_sacred.utils import redact
 
@@ -60,7 +60,7 @@ class RunOptions:
     name: str | None = None
     priority: float | None = None
     print_config: bool = False
-    observers: list[RunObserver] = field(default_factory=list)
+    observers: list[ObserverLike] = field(default_factory=list)
     #: Sacred's ``meta.options``: every flag by its long name, credentials removed.
     recorded: dict[str, Any] = field(default_factory=dict)
 

@@ -31,6 +31,7 @@ from prefect_sacred.flows.commandline import (
 from prefect_sacred.flows.info import gather_experiment_info, gather_host_info
 from prefect_sacred.flows.lifecycle import RunLifecycle
 from prefect_sacred.flows.run import ObserverError, Run, current_run, format_fail_trace
+from prefect_sacred.observers.base import ObserverLike
 from prefect_sacred.observers.registry import OBSERVERS_ENV_VAR, ObserverConfigError, observers_from_env
 
 if typing.TYPE_CHECKING:
@@ -59,13 +60,13 @@ _request: contextvars.ContextVar[_RunRequest | None] = contextvars.ContextVar(
     "prefect_sacred_run_request", default=None
 )
 
-_context_observers: contextvars.ContextVar[tuple[Any, ...]] = contextvars.ContextVar(
+_context_observers: contextvars.ContextVar[tuple[ObserverLike, ...]] = contextvars.ContextVar(
     "prefect_sacred_context_observers", default=()
 )
 
 
 @contextlib.contextmanager
-def observing(*observers: Any) -> Iterator[None]:
+def observing(*observers: ObserverLike) -> Iterator[None]:
     """Add ``observers`` to every run started in this context, besides the experiment's own.
 
     Example:
@@ -126,7 +127,7 @@ class Experiment:
             self.base_dir = os.getcwd()
         self.name = name
         self.captured_env = tuple(captured_env)
-        self.observers: list[Any] = []
+        self.observers: list[ObserverLike] = []
         self.captured_out_filter: Callable[[str], str] | None = None
         self.beat_interval: float = 10.0
         self.capture_mode: str = DEFAULT_CAPTURE_MODE
@@ -393,11 +394,11 @@ class Experiment:
 
     # --- called by the lifecycle hooks ----------------------------------------------------------
 
-    def _observers_for_deployment(self) -> list[Any]:
+    def _observers_for_deployment(self) -> list[ObserverLike]:
         """Observers of a run started without ``ex.run``: from code and ``PREFECT_SACRED_OBSERVERS``."""
         return [*self.observers, *observers_from_env()]
 
-    def _observers_for(self, options: RunOptions) -> tuple[list[Any], ObserverError | None]:
+    def _observers_for(self, options: RunOptions) -> tuple[list[ObserverLike], ObserverError | None]:
         if options.unobserved:
             return [], None
         try:
@@ -464,7 +465,7 @@ class Experiment:
         return run
 
 
-def _claim(observers: list[Any]) -> list[Any]:
+def _claim(observers: list[ObserverLike]) -> list[ObserverLike]:
     claimed = []
     with _busy_lock:
         for observer in observers:

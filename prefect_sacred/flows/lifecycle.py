@@ -33,8 +33,7 @@ if TYPE_CHECKING:
     from uuid import UUID
 
     from prefect import Flow
-    from prefect.client.schemas.objects import FlowRun
-    from prefect.states import State
+    from prefect.client.schemas.objects import FlowRun, State
 
     from prefect_sacred.observers.base import ObserverLike
 

@@ -5,13 +5,11 @@ backend. Each wing registers its command-line flag and URL scheme when it is imp
 (:func:`~prefect_sacred.observers.registry.load_observer_plugins` imports them all).
 """
 
-from __future__ import annotations
+import typing as _typing
 
-from typing import TYPE_CHECKING
+from prefect_sacred._lazy import lazy_attributes as _lazy_attributes
 
-from prefect_sacred._lazy import lazy_attributes
-
-if TYPE_CHECKING:
+if _typing.TYPE_CHECKING:
     from prefect_sacred.observers.base import (
         InvalidArtifactName,
         ObserverLike,
@@ -55,17 +53,24 @@ __all__ = [
 ]
 
 _HERE = "prefect_sacred.observers"
-__getattr__ = lazy_attributes(
+__getattr__ = _lazy_attributes(
     __name__,
     {
         **dict.fromkeys(
-            ("InvalidArtifactName", "ObserverLike", "OutputDelta", "PendingEvent", "RunObserver"), f"{_HERE}.base"
+            ("InvalidArtifactName", "ObserverLike", "OutputDelta", "PendingEvent", "RunObserver"),
+            f"{_HERE}.base",
         ),
         "FileStorageObserver": f"{_HERE}.file_storage",
         **dict.fromkeys(("MongoObserver", "QueuedMongoObserver", "parse_mongo_db_arg"), f"{_HERE}.mongo"),
         **dict.fromkeys(("QueueObserver", "UndeliveredEvents"), f"{_HERE}.queue"),
         **dict.fromkeys(
-            ("ENTRY_POINT_GROUP", "OBSERVERS_ENV_VAR", "ObserverConfigError", "observer_from_url", "observers_from_env"),
+            (
+                "ENTRY_POINT_GROUP",
+                "OBSERVERS_ENV_VAR",
+                "ObserverConfigError",
+                "observer_from_url",
+                "observers_from_env",
+            ),
             f"{_HERE}.registry",
         ),
         "SqlObserver": f"{_HERE}.sql",

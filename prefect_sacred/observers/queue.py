@@ -87,7 +87,7 @@ class QueueObserver(RunObserver):
         """The wrapped observer."""
         return self._covered_observer
 
-    @property  # type: ignore[override]
+    @property
     def priority(self) -> int:
         """The wrapped observer's priority (Sacred's QueueObserver had 0, losing the run id)."""
         return int(getattr(self._covered_observer, "priority", 0))
@@ -159,7 +159,7 @@ class QueueObserver(RunObserver):
 
     # --- queued events ------------------------------------------------------------------------
 
-    def heartbeat_event(  # type: ignore[override]
+    def heartbeat_event(
         self, *args: Any, output_delta: OutputDelta | None = None, **kwargs: Any
     ) -> None:
         if "info" in kwargs:  # the run's live dict: keep it as it is now
