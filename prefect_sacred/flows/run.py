@@ -16,7 +16,7 @@ from typing import IO, Any
 from prefect_sacred.flows.capture import Capture, start_capture
 from prefect_sacred.flows.fanout import ObserverError, ObserverFanout
 from prefect_sacred.flows.metrics import MetricsLogger
-from prefect_sacred.observers.base import ObserverLike, OutputDelta
+from prefect_sacred.observers.base import ObserverLike, OutputDelta, check_artifact_name
 from prefect_sacred.serialization import utcnow
 from prefect_sacred.tasks.heartbeat import Heartbeat
 
@@ -122,11 +122,18 @@ class Run:
         metadata: dict[str, Any] | None = None,
         content_type: str | None = None,
     ) -> None:
-        """Store the file ``filename`` with the run as ``name`` (default: its base name)."""
+        """Store the file ``filename`` with the run as ``name`` (default: its base name).
+
+        ``name`` may contain ``/`` to store the artifact in a sub-directory of the run.
+
+        Raises:
+            InvalidArtifactName: ``name`` is empty, absolute or climbs out with ``..`` (no
+                observer receives it), or an observer refused it (the others stored it).
+            FileNotFoundError: ``filename`` does not exist.
+        """
         path = self._existing_file(filename)
-        self.fanout.artifact_event(
-            name=name or os.path.basename(path), filename=path, metadata=metadata, content_type=content_type
-        )
+        name = check_artifact_name(os.path.basename(path) if name is None else name)
+        self.fanout.artifact_event(name=name, filename=path, metadata=metadata, content_type=content_type)
 
     def add_resource(self, filename: str | os.PathLike[str]) -> None:
         """Record the file ``filename`` as an input of the run."""

@@ -20,6 +20,7 @@ __all__ = [
     "OutputDelta",
     "PendingEvent",
     "RunObserver",
+    "check_artifact_name",
     "takes_output_delta",
 ]
 
@@ -30,6 +31,20 @@ class InvalidArtifactName(ValueError):
     Unlike an outage, this is the caller's mistake: ``add_artifact`` raises it to the caller,
     after every other observer has received the artifact.
     """
+
+
+def check_artifact_name(name: str) -> str:
+    """``name`` if every backend can store an artifact under it, else :class:`InvalidArtifactName`.
+
+    The run checks each name before any observer sees it, so a name is refused the same way
+    whichever observers record the run: not empty, not absolute, no ``..`` component, no NUL.
+    """
+    parts = name.replace("\\", "/").split("/")
+    if not name or "\0" in name or name.startswith(("/", "\\")) or ".." in parts:
+        raise InvalidArtifactName(
+            f"artifact name {name!r} is not a relative path inside the run (no leading /, no '..')"
+        )
+    return name
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from prefect_sacred.observers.base import (
+    InvalidArtifactName,
     ObserverLike,
     OutputDelta,
     PendingEvent,
@@ -253,6 +254,10 @@ class QueueObserver(RunObserver):
                 self._busy = True
             try:
                 event.deliver()
+            except InvalidArtifactName as exc:  # the caller's mistake: retrying cannot help
+                logger.error("%s refused %s: %s", type(self._covered_observer).__name__, event.name, exc)
+                self._done(event)
+                continue
             except Exception as exc:
                 self.last_error = exc
                 if failing_since is None:
@@ -276,11 +281,14 @@ class QueueObserver(RunObserver):
                     time.monotonic() - failing_since,
                 )
                 failing_since = None
-            with self._condition:
-                if self._events and self._events[0] is event:
-                    self._events.popleft()
-                self._busy = False
-                self._condition.notify_all()
+            self._done(event)
+
+    def _done(self, event: PendingEvent) -> None:
+        with self._condition:
+            if self._events and self._events[0] is event:
+                self._events.popleft()
+            self._busy = False
+            self._condition.notify_all()
 
     def _give_up(self, events: list[PendingEvent], worker_done: bool) -> None:
         names = ", ".join(sorted({event.name for event in events}))

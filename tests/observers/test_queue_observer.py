@@ -162,3 +162,17 @@ def test_priority_is_the_wrapped_observers_so_the_run_keeps_its_id() -> None:
     inner = RunObserver()
     inner.priority = 30
     assert _queue(inner).priority == 30
+
+
+def test_an_artifact_the_observer_refuses_is_reported_not_retried_until_the_end() -> None:
+    from prefect_sacred.observers.base import InvalidArtifactName
+
+    covered = mock.MagicMock()
+    covered.artifact_event.side_effect = InvalidArtifactName("would overwrite run.json")
+    queue = _queue(covered, join_timeout=5.0)
+    queue.started_event()
+    queue.artifact_event(name="run.json", filename="/tmp/x")
+    queue.completed_event(stop_time=NOW, result=None)
+    queue.join()  # no UndeliveredEvents: the refusal is final, the rest was delivered
+    assert covered.artifact_event.call_count == 1
+    assert covered.completed_event.call_count == 1
