@@ -16,8 +16,8 @@ Measures, in one process, our implementation next to Sacred 0.8.7's on the same 
     ``metrics.json`` of N points and a few beats are timed at each size (growing it beat by
     beat to 1M would take most of an hour). Target: our mean at 1M within 2x of at 10k.
 
-    Our observer rewrites ``metrics.json`` when the history has doubled or when 20x the last
-    rewrite's duration has passed (see ``file_storage.py``). Back-to-back beats, as in (b),
+    Our observer rewrites ``metrics.json`` when the history grew by a quarter or when 20x the last
+    rewrite's duration has passed (``files.RewriteSchedule``). Back-to-back beats, as in (b),
     are the worst case for the first rule and the best for the second, so (b) is repeated
     with a simulated clock that advances ``--beat-interval`` seconds per beat, as in a real run.
 
@@ -47,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from prefect_sacred.flows.metrics import MetricsLogger, linearize_metrics
 from prefect_sacred.flows.run import Run
-from prefect_sacred.observers import file_storage
+from prefect_sacred.observers import files
 from prefect_sacred.observers.file_storage import FileStorageObserver
 
 POINTS_PER_BEAT = 1_000
@@ -176,12 +176,12 @@ def simulated_clock(seconds_per_beat: float) -> Iterator[Callable[[], None]]:
         nonlocal offset
         offset += seconds_per_beat
 
-    original = file_storage.time
-    file_storage.time = Clock()  # type: ignore[assignment]
+    original = files.time
+    files.time = Clock()  # type: ignore[assignment]
     try:
         yield tick
     finally:
-        file_storage.time = original
+        files.time = original
 
 
 def bench_ours(sizes: list[int], workdir: str, seconds_per_beat: float | None) -> dict[int, Stats]:
@@ -195,9 +195,9 @@ def bench_ours(sizes: list[int], workdir: str, seconds_per_beat: float | None) -
     with simulated_clock(seconds_per_beat or 0.0) as tick:
         for beat in range(beats):
             batch = beat_batch(beat * POINTS_PER_BEAT)
-            written_before = observer._points_in_json
+            written_before = observer._schedule.size_written
             timings.append(flush(observer, batch, beat))
-            rewrote.append(observer._points_in_json != written_before)
+            rewrote.append(observer._schedule.size_written != written_before)
             if seconds_per_beat is not None:
                 tick()
     ended = time.perf_counter()

@@ -6,11 +6,17 @@ writes them, with these differences:
 
 * every file is replaced atomically (write a temporary file, then rename), never truncated;
 * run ids are claimed with ``mkdir``, so concurrent processes never share an id;
-* metrics are appended to ``metrics.journal`` on every beat. ``metrics.json`` is rewritten while
-  that is cheap (under ``_CHEAP_REWRITE_SECONDS``, and at most once per 20x its write time);
-  beyond that only once the history grew by a quarter since the last rewrite, so the amortised
-  cost of a beat is proportional to what is new, not to the whole history, whatever the beat
-  interval. At the end of the run ``metrics.json`` is complete and the journal is removed;
+* captured output is appended to ``cout.txt``: a beat writes what the run's
+  :class:`~prefect_sacred.observers.base.OutputDelta` adds to the characters stored, and the
+  whole output only when the delta does not continue them (a filter rewrote earlier output, a
+  write failed) or there is none (a caller that sends whole strings, like Sacred's tests);
+* metrics are appended to ``metrics.journal``
+  (:class:`~prefect_sacred.observers.metrics_journal.MetricsJournal`) on every beat.
+  ``metrics.json`` is rewritten on :class:`~prefect_sacred.observers.files.RewriteSchedule`'s
+  terms: while that is cheap, beyond that only once the history grew by a quarter since the
+  last rewrite, so the amortised cost of a beat is proportional to what is new, not to the
+  whole history, whatever the beat interval. At the end of the run ``metrics.json`` is complete
+  and the journal is removed;
 * artifact names that escape the run directory or would overwrite the observer's files are
   refused with :class:`InvalidArtifactName`.
 """
@@ -20,12 +26,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import time
 from pathlib import Path
 from typing import Any
 
-from prefect_sacred.observers.base import InvalidArtifactName, RunObserver
-from prefect_sacred.observers.files import copy_atomic, write_atomic
+from prefect_sacred.observers.base import InvalidArtifactName, OutputDelta, RunObserver
+from prefect_sacred.observers.files import OutputFile, RewriteSchedule, copy_atomic, read_text, write_atomic
+from prefect_sacred.observers.metrics_journal import MetricsJournal, Series
 from prefect_sacred.observers.registry import (
     ObserverConfigError,
     register_observer_option,
@@ -39,11 +45,6 @@ __all__ = ["FileStorageObserver"]
 METRICS_JOURNAL = "metrics.journal"
 _OWN_FILES = {"run.json", "config.json", "cout.txt", "info.json", "metrics.json", METRICS_JOURNAL}
 _FINISHED = {"COMPLETED", "FAILED", "INTERRUPTED", "TIMEOUT"}
-_COUT_CHECK = 4096  # characters of written output compared, at least, before appending
-# A metrics.json rewrite that took less than this is repeated once 20x its duration passed.
-_CHEAP_REWRITE_SECONDS = 0.05
-# Larger ones wait until the history grew by this fraction (amortised O(new points) per beat).
-_REWRITE_GROWTH = 0.25
 
 
 class FileStorageObserver(RunObserver):
@@ -61,7 +62,13 @@ class FileStorageObserver(RunObserver):
     """
 
     VERSION = "FileStorageObserver-0.7.0"
-    _metrics: dict[str, dict[str, list[Any]]]
+    # Per run (see _begin): the metrics so far, their journal, the output file, how many
+    # points there are and when metrics.json is rewritten.
+    _metrics: dict[str, Series]
+    _journal: MetricsJournal
+    _output: OutputFile
+    _points: int
+    _schedule: RewriteSchedule
 
     def __init__(
         self,
@@ -145,43 +152,31 @@ class FileStorageObserver(RunObserver):
         return _id if _id is not None else os.path.basename(self._dir)
 
     def heartbeat_event(
-        self, info: dict[str, Any], captured_out: str, beat_time: dt.datetime, result: Any
+        self,
+        info: dict[str, Any],
+        captured_out: str,
+        beat_time: dt.datetime,
+        result: Any,
+        output_delta: OutputDelta | None = None,
     ) -> None:
         self.info = info
         if info:
             self._write_json("info.json", info)
-        self._save_cout(captured_out)
+        self._output.update(captured_out, output_delta)
         self.run_entry["heartbeat"] = isoformat(beat_time)
         self.run_entry["result"] = result
         self._write_json("run.json", self.run_entry)
 
     def log_metrics(self, metrics_by_name: dict[str, dict[str, list[Any]]], info: dict[str, Any]) -> None:
-        batches = []
-        for name, metric in metrics_by_name.items():
-            stamps = [_stamp(stamp) for stamp in metric["timestamps"]]
-            batches.append((name, metric, stamps))
-            self._journal_backlog.append(
-                json.dumps(
-                    {
-                        "name": name,
-                        "steps": metric["steps"],
-                        "values": metric["values"],
-                        "timestamps": stamps,
-                    },
-                    default=str,
-                )
-            )
-        if self._journal_backlog:  # a failed append is retried with the next batch
-            with open(os.path.join(self._dir, METRICS_JOURNAL), "a", encoding="utf-8") as journal:
-                journal.write("\n".join(self._journal_backlog) + "\n")
-            self._journal_backlog.clear()
-        for name, metric, stamps in batches:
+        # Kept in memory first: a failed append is retried with the next batch, and metrics.json
+        # has the points meanwhile.
+        for name, series in self._journal.add(metrics_by_name).items():
             stored = self._metrics.setdefault(name, {"values": [], "steps": [], "timestamps": []})
-            stored["values"].extend(metric["values"])
-            stored["steps"].extend(metric["steps"])
-            stored["timestamps"].extend(stamps)
-            self._points += len(metric["values"])
-        if self._metrics_json_is_due():
+            for key in ("values", "steps", "timestamps"):
+                stored[key].extend(series[key])
+            self._points += len(series["values"])
+        self._journal.flush()
+        if self._schedule.is_due(self._points):
             self._write_metrics_json()
 
     def completed_event(self, stop_time: dt.datetime, result: Any) -> None:
@@ -231,10 +226,10 @@ class FileStorageObserver(RunObserver):
         self.run_entry = run_entry
         self.config = _read_json(os.path.join(run_dir, "config.json"), {})
         self.info = _read_json(os.path.join(run_dir, "info.json"), {})
-        self._remember_cout(_read_text(os.path.join(run_dir, "cout.txt")))
-        self._metrics = _replay_journal(os.path.join(run_dir, METRICS_JOURNAL)) or _read_json(
-            os.path.join(run_dir, "metrics.json"), {}
-        )
+        # Not read: only the final event follows. Output that comes all the same is written whole.
+        self._output.stored = -1
+        self._metrics = self._journal.replay() or _read_json(os.path.join(run_dir, "metrics.json"), {})
+        self._points = sum(len(series.get("values", [])) for series in self._metrics.values())
         return True
 
     def run_location(self) -> str | None:
@@ -253,13 +248,10 @@ class FileStorageObserver(RunObserver):
         self.dir = run_dir
         self.run_entry, self.config, self.info = {}, {}, {}
         self._metrics = {}
-        self._journal_backlog: list[str] = []
+        self._journal = MetricsJournal(os.path.join(run_dir, METRICS_JOURNAL))
+        self._output = OutputFile(os.path.join(run_dir, "cout.txt"))
         self._points = 0
-        self._points_in_json = -1
-        self._json_written_at = 0.0
-        self._json_write_seconds = 0.0
-        self._cout_length = 0
-        self._cout_check = ""
+        self._schedule = RewriteSchedule()
 
     def _make_run_dir(self, _id: Any) -> str:
         os.makedirs(self.basedir, exist_ok=True)
@@ -315,60 +307,21 @@ class FileStorageObserver(RunObserver):
         text = json.dumps(flatten(obj), sort_keys=True, indent=2)
         write_atomic(os.path.join(self._dir, filename), text)
 
-    def _save_cout(self, captured_out: str) -> None:
-        """Append what is new to cout.txt; rewrite it whole if earlier text changed.
-
-        Only the end of what was written is compared: its last line and at least 4 KB. That is
-        all ``apply_backspaces_and_linefeeds`` can rewrite, and a filter that rewrites more
-        changes the length or that end too. Comparing everything would make every beat cost
-        the whole history.
-        """
-        length, check = self._cout_length, self._cout_check
-        path = os.path.join(self._dir, "cout.txt")
-        if len(captured_out) >= length and captured_out.startswith(check, length - len(check)):
-            new = captured_out[length:]
-            if new:
-                with open(path, "a", encoding="utf-8", errors="replace", newline="") as handle:
-                    handle.write(new)
-        else:
-            write_atomic(path, captured_out)
-        self._remember_cout(captured_out)
-
-    def _remember_cout(self, stored: str) -> None:
-        self._cout_length = len(stored)
-        window_start = min(len(stored) - _COUT_CHECK, stored.rfind("\n") + 1)
-        self._cout_check = stored[max(0, window_start) :]
-
     @property
     def cout(self) -> str:
         """The run's captured output as stored in cout.txt (Sacred's attribute)."""
-        return _read_text(os.path.join(self.dir, "cout.txt")) if self.dir else ""
-
-    def _metrics_json_is_due(self) -> bool:
-        if self._points_in_json < 0:  # Sacred writes metrics.json at the first beat
-            return True
-        if self._points <= self._points_in_json:
-            return False
-        if self._points >= (1 + _REWRITE_GROWTH) * self._points_in_json:
-            return True
-        waited = time.monotonic() - self._json_written_at
-        return self._json_write_seconds < _CHEAP_REWRITE_SECONDS and waited >= 20 * self._json_write_seconds
+        return (read_text(os.path.join(self.dir, "cout.txt")) or "") if self.dir else ""
 
     def _write_metrics_json(self) -> None:
-        began = time.monotonic()
-        text = json.dumps(self._metrics, sort_keys=True, indent=2, default=str)
-        write_atomic(os.path.join(self._dir, "metrics.json"), text)
-        self._json_written_at = time.monotonic()
-        self._json_write_seconds = self._json_written_at - began
-        self._points_in_json = self._points
+        # Sacred writes metrics.json at the first beat: the schedule's first rewrite is due then.
+        with self._schedule.rewriting(self._points):
+            text = json.dumps(self._metrics, sort_keys=True, indent=2, default=str)
+            write_atomic(os.path.join(self._dir, "metrics.json"), text)
 
     def _finish(self) -> None:
         self._write_json("run.json", self.run_entry)
         self._write_metrics_json()
-        try:
-            os.remove(os.path.join(self._dir, METRICS_JOURNAL))
-        except FileNotFoundError:
-            pass
+        self._journal.remove()
         self._render_report()
 
     def _template_path(self) -> str | None:
@@ -420,44 +373,12 @@ def _single_component(_id: Any) -> str:
     return text
 
 
-def _stamp(value: dt.datetime) -> str:
-    """:func:`isoformat` for the naive UTC timestamps of metrics, ten times faster."""
-    if value.tzinfo is None and value.year >= 1000:
-        return value.isoformat(timespec="microseconds")
-    return isoformat(value) or ""
-
-
-def _read_text(path: str) -> str:
-    try:
-        with open(path, encoding="utf-8", errors="replace", newline="") as handle:
-            return handle.read()
-    except OSError:
-        return ""
-
-
 def _read_json(path: str, default: Any) -> Any:
     try:
         with open(path, encoding="utf-8") as handle:
             return json.load(handle)
     except (OSError, ValueError):
         return default
-
-
-def _replay_journal(path: str) -> dict[str, dict[str, list[Any]]]:
-    metrics: dict[str, dict[str, list[Any]]] = {}
-    try:
-        with open(path, encoding="utf-8") as journal:
-            for line in journal:
-                try:
-                    batch = json.loads(line)
-                except ValueError:  # a line cut short by a crash
-                    continue
-                stored = metrics.setdefault(batch["name"], {"values": [], "steps": [], "timestamps": []})
-                for key in ("values", "steps", "timestamps"):
-                    stored[key].extend(batch[key])
-    except OSError:
-        pass
-    return metrics
 
 
 @register_observer_option("-F", "--file_storage", "BASEDIR", "Add a file-storage observer (Sacred's layout).")

@@ -1,4 +1,11 @@
-"""Crash-safe file writes shared by the observers that keep files on local disk."""
+"""Crash-safe file writes shared by the observers that keep files on local disk.
+
+Besides the write-then-rename helpers: :class:`OutputFile`, captured output appended beat by
+beat and written whole when the :class:`~prefect_sacred.observers.base.OutputDelta` does not
+continue it (FileStorage's ``cout.txt``, TinyDB's live output), and :class:`RewriteSchedule`,
+when a file that a cheaper journal keeps safe is worth rewriting (FileStorage's
+``metrics.json``).
+"""
 
 from __future__ import annotations
 
@@ -6,8 +13,15 @@ import os
 import secrets
 import shutil
 import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
-__all__ = ["copy_atomic", "write_atomic", "write_failure_file"]
+if TYPE_CHECKING:
+    from prefect_sacred.observers.base import OutputDelta
+
+__all__ = ["OutputFile", "RewriteSchedule", "copy_atomic", "read_text", "write_atomic", "write_failure_file"]
 
 
 def _create_temporary(directory: str, name: str) -> tuple[int, str]:
@@ -78,3 +92,102 @@ def _remove_quietly(path: str) -> None:
         os.remove(path)
     except OSError:
         pass
+
+
+def read_text(path: str) -> str | None:
+    """The text of ``path`` exactly as written (no newline translation); None if unreadable."""
+    try:
+        with open(path, encoding="utf-8", errors="replace", newline="") as handle:
+            return handle.read()
+    except OSError:
+        return None
+
+
+class OutputFile:
+    """A run's captured output in a text file, appended to beat by beat.
+
+    Only a count of the characters stored is kept, never the output: :meth:`update` appends what
+    the beat's :class:`~prefect_sacred.observers.base.OutputDelta` adds to them and writes the
+    whole ``captured_out`` (atomically) when the delta does not continue them or there is none.
+
+    Args:
+        path: The file.
+        stored: Characters already in the file; -1 when unknown (the next update writes it whole).
+    """
+
+    def __init__(self, path: str, stored: int = 0) -> None:
+        self.path = path
+        self.stored = stored
+
+    def update(self, captured_out: str, output_delta: OutputDelta | None) -> None:
+        """Store the output of a beat (``captured_out`` is read now and not kept)."""
+        new = output_delta.appended_to(self.stored) if output_delta is not None else None
+        stored, self.stored = self.stored, -1  # unknown until the write succeeded
+        if new is None:
+            self._in_directory(write_atomic, self.path, captured_out)
+            self.stored = len(captured_out)
+        elif new:
+            self._in_directory(_append, self.path, new)
+            self.stored = stored + len(new)
+        else:
+            self.stored = stored
+
+    def _in_directory(self, write: Callable[[str, str], None], path: str, text: str) -> None:
+        """``write(path, text)``, creating the file's directory if it is missing."""
+        try:
+            write(path, text)
+        except FileNotFoundError:
+            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+            write(path, text)
+
+    def read(self) -> str | None:
+        """The stored output; None when the file is missing."""
+        return read_text(self.path)
+
+    def remove(self) -> None:
+        """Delete the file, if it exists."""
+        _remove_quietly(self.path)
+        self.stored = 0
+
+
+def _append(path: str, text: str) -> None:
+    with open(path, "a", encoding="utf-8", errors="replace", newline="") as handle:
+        handle.write(text)
+
+
+class RewriteSchedule:
+    """When to rewrite a file that grows, whose content a cheaper append keeps safe meanwhile.
+
+    A rewrite is due the first time, then while rewrites are cheap (under ``cheap_seconds``, at
+    most once per 20x their duration), and beyond that only once the size grew by ``growth``
+    since the last rewrite: the amortised cost of a beat is proportional to what is new, not to
+    the whole file, whatever the beat interval.
+    """
+
+    growth = 0.25
+    cheap_seconds = 0.05
+
+    def __init__(self) -> None:
+        self.size_written = -1  # -1: never written
+        self.written_at = 0.0
+        self.write_seconds = 0.0
+
+    def is_due(self, size: int) -> bool:
+        """Whether a file of ``size`` (any unit that grows with it) should be rewritten now."""
+        if self.size_written < 0:
+            return True
+        if size <= self.size_written:
+            return False
+        if size >= (1 + self.growth) * self.size_written:
+            return True
+        waited = time.monotonic() - self.written_at
+        return self.write_seconds < self.cheap_seconds and waited >= 20 * self.write_seconds
+
+    @contextmanager
+    def rewriting(self, size: int) -> Iterator[None]:
+        """Time the rewrite in the ``with`` block; it counts only if the block succeeds."""
+        began = time.monotonic()
+        yield
+        self.written_at = time.monotonic()
+        self.write_seconds = self.written_at - began
+        self.size_written = size

@@ -29,7 +29,7 @@ def read_run(engine: Any, run_id: Any) -> RunRecord:
     """A stored run, read back with SQLAlchemy Core."""
     import sqlalchemy as sa
 
-    from prefect_sacred.observers import sql_schema as t
+    from prefect_sacred.observers.sql import schema as t
 
     key = run_key(run_id)
     with engine.connect() as conn:

@@ -14,6 +14,7 @@ import json
 import multiprocessing
 import os
 import stat
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,10 @@ import pytest
 from prefect_sacred import FileStorageObserver, InvalidArtifactName
 from prefect_sacred.flows.capture import apply_backspaces_and_linefeeds
 from prefect_sacred.flows.metrics import linearize_metrics
-from prefect_sacred.observers import file_storage
+from prefect_sacred.observers import file_storage, files, metrics_journal
+from prefect_sacred.observers.base import OutputDelta
+from prefect_sacred.observers.files import RewriteSchedule
+from prefect_sacred.observers.metrics_journal import MetricsJournal
 
 T1 = dt.datetime(1999, 5, 4, 3, 2, 1)  # microsecond == 0: Sacred's isoformat() would drop ".000000"
 T2 = dt.datetime(1999, 5, 5, 5, 5, 5, 12345)
@@ -376,6 +380,49 @@ def test_metrics_json_is_complete_in_sacreds_shape_after_many_beats(
     assert sorted(os.listdir(run_dir)) == ["config.json", "cout.txt", "metrics.json", "run.json"]
 
 
+def test_a_failed_journal_append_is_written_with_the_next_batch_on_lines_of_its_own(
+    observer: FileStorageObserver, basedir: Path, sources: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _start(observer, sources)
+    observer.log_metrics(metrics_by_name=_batch("loss", range(0, 3)), info={})
+    real_append = metrics_journal._append
+
+    def half_append(path: str, text: str) -> None:  # the disk fills up mid-line
+        real_append(path, text[: len(text) // 2])
+        raise OSError("disk full")
+
+    monkeypatch.setattr(metrics_journal, "_append", half_append)
+    with pytest.raises(OSError, match="disk full"):
+        observer.log_metrics(metrics_by_name=_batch("loss", range(3, 6)), info={})
+    monkeypatch.undo()
+    observer.log_metrics(metrics_by_name=_batch("loss", range(6, 9)), info={})
+    journal = MetricsJournal(str(basedir / "1" / file_storage.METRICS_JOURNAL))
+    assert journal.replay()["loss"]["steps"] == list(range(9))
+    observer.completed_event(stop_time=T3, result=None)
+    assert _read(basedir / "1" / "metrics.json")["loss"]["steps"] == list(range(9))
+
+
+def test_the_journal_replays_past_a_line_cut_short_and_appends_after_it(tmp_path: Path) -> None:
+    """Both formats, FileStorage's and TinyDB's, come from this one journal."""
+    path = tmp_path / "deep" / "metrics.journal"
+    first = MetricsJournal(str(path))
+    stamp = dt.datetime(2024, 1, 2, 3, 4, 5, 6)
+    first.append({"loss": {"steps": [0], "values": [0.5], "timestamps": [stamp], "name": "loss"}})
+    with open(path, "a") as journal:
+        journal.write('{"name": "loss", "steps": [1')  # a process killed mid-line
+    MetricsJournal(str(path)).append({"acc": {"steps": [2], "values": [1.0], "timestamps": [stamp]}})
+    lines = path.read_text().splitlines()
+    assert json.loads(lines[0]) == {
+        "name": "loss", "steps": [0], "values": [0.5], "timestamps": ["2024-01-02T03:04:05.000006"],
+    }
+    assert first.replay() == {
+        "loss": {"steps": [0], "values": [0.5], "timestamps": ["2024-01-02T03:04:05.000006"]},
+        "acc": {"steps": [2], "values": [1.0], "timestamps": ["2024-01-02T03:04:05.000006"]},
+    }
+    assert MetricsJournal(str(tmp_path / "missing")).replay() == {}
+
+
 # --- sources, resources, artifacts ----------------------------------------------------------
 
 
@@ -636,6 +683,88 @@ def test_non_ascii_output_is_stored_as_utf8(
     assert (basedir / "1" / "cout.txt").read_bytes() == (captured + "日本\n").encode("utf-8")
 
 
+# --- captured output as deltas ----------------------------------------------------------------
+
+
+def test_a_beat_with_an_output_delta_appends_only_the_delta(
+    observer: FileStorageObserver, basedir: Path, sources: dict[str, Any]
+) -> None:
+    """The delta is trusted: what ``captured_out`` begins with is not compared."""
+    _start(observer, sources)
+    observer.heartbeat_event(info={}, captured_out="one\n", beat_time=T2, result=None,
+                             output_delta=OutputDelta(0, "one\n"))
+    observer.heartbeat_event(info={}, captured_out="ONE\ntwo\n", beat_time=T2, result=None,
+                             output_delta=OutputDelta(4, "two\n"))
+    assert _cout(basedir / "1") == "one\n" + "two\n"
+    observer.heartbeat_event(info={}, captured_out="ONE\ntwo\n", beat_time=T3, result=None,
+                             output_delta=OutputDelta(8, ""))
+    assert _cout(basedir / "1") == "one\ntwo\n"
+
+
+def test_a_delta_that_does_not_continue_the_stored_output_writes_it_whole(
+    observer: FileStorageObserver, basedir: Path, sources: dict[str, Any]
+) -> None:
+    _start(observer, sources)
+    observer.heartbeat_event(info={}, captured_out="one\ntwo\n", beat_time=T2, result=None,
+                             output_delta=OutputDelta(0, "one\ntwo\n"))
+    # A filter rewrote the end (start < stored), or a beat was missed (start > stored).
+    for captured, delta in [
+        ("one\n2\n", OutputDelta(4, "2\n")),
+        ("one\n2\nlost\n3\n", OutputDelta(11, "3\n")),
+    ]:
+        observer.heartbeat_event(info={}, captured_out=captured, beat_time=T2, result=None,
+                                 output_delta=delta)
+        assert _cout(basedir / "1") == captured
+
+
+def test_a_sacred_style_beat_without_a_delta_stores_the_whole_output(
+    observer: FileStorageObserver, basedir: Path, sources: dict[str, Any]
+) -> None:
+    _start(observer, sources)
+    observer.heartbeat_event(info={}, captured_out="one\n", beat_time=T2, result=None,
+                             output_delta=OutputDelta(0, "one\n"))
+    observer.heartbeat_event(info={}, captured_out="other\n", beat_time=T2, result=None)
+    assert _cout(basedir / "1") == "other\n"
+    observer.heartbeat_event(info={}, captured_out="other\nmore\n", beat_time=T2, result=None,
+                             output_delta=OutputDelta(6, "more\n"))
+    assert _cout(basedir / "1") == "other\nmore\n"
+
+
+def test_a_failed_append_is_caught_up_by_writing_the_output_whole(
+    observer: FileStorageObserver, basedir: Path, sources: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _start(observer, sources)
+    observer.heartbeat_event(info={}, captured_out="one\n", beat_time=T2, result=None,
+                             output_delta=OutputDelta(0, "one\n"))
+    monkeypatch.setattr(files, "_append", _fail)
+    with pytest.raises(OSError, match="disk full"):
+        observer.heartbeat_event(info={}, captured_out="one\ntwo\n", beat_time=T2, result=None,
+                                 output_delta=OutputDelta(4, "two\n"))
+    monkeypatch.undo()
+    observer.heartbeat_event(info={}, captured_out="one\ntwo\nthree\n", beat_time=T2,
+                             result=None, output_delta=OutputDelta(8, "three\n"))
+    assert _cout(basedir / "1") == "one\ntwo\nthree\n"
+
+
+def _fail(*args: Any) -> None:
+    raise OSError("disk full")
+
+
+def test_the_observer_keeps_no_reference_to_captured_out(
+    observer: FileStorageObserver, sources: dict[str, Any]
+) -> None:
+    """A reference kept past the call would make the run copy its whole output at every beat."""
+    _start(observer, sources)
+    captured = "".join(["out", "put\n"])  # fresh strings, referenced only here
+    more = captured + "more\n"
+    for text, delta in [(captured, None), (more, OutputDelta(len(captured), "more\n"))]:
+        before = sys.getrefcount(text)
+        observer.heartbeat_event(info={}, captured_out=text, beat_time=T2, result=None,
+                                 output_delta=delta)
+        assert sys.getrefcount(text) == before
+
+
 # --- template report ------------------------------------------------------------------------
 
 TEMPLATE = (
@@ -740,7 +869,7 @@ def test_a_large_history_is_not_rewritten_on_every_beat(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Rewrites of metrics.json are geometric once they are not cheap: O(new points) per beat."""
-    monkeypatch.setattr(file_storage, "_CHEAP_REWRITE_SECONDS", 0.0)  # every rewrite is "costly"
+    monkeypatch.setattr(RewriteSchedule, "cheap_seconds", 0.0)  # every rewrite is "costly"
     rewrites = []
     real_write = observer._write_metrics_json
 
@@ -756,7 +885,7 @@ def test_a_large_history_is_not_rewritten_on_every_beat(
             metrics_by_name=_batch("loss", range(beat * per_beat, (beat + 1) * per_beat)), info={}
         )
         stored = len(_read(basedir / "1" / "metrics.json")["loss"]["values"])
-        assert stored * (1 + file_storage._REWRITE_GROWTH) >= (beat + 1) * per_beat  # lag <= 20%
+        assert stored * (1 + RewriteSchedule.growth) >= (beat + 1) * per_beat  # lag <= 20%
     assert len(rewrites) <= 30  # log base 1.25 of 300 beats is 25.6
     observer.completed_event(stop_time=T3, result=None)
     assert len(_read(basedir / "1" / "metrics.json")["loss"]["values"]) == beats * per_beat

@@ -11,6 +11,7 @@ import hashlib
 import json
 import multiprocessing
 import subprocess
+import sys
 import textwrap
 import threading
 import uuid
@@ -22,10 +23,10 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from prefect_sacred import SqlObserver
-from prefect_sacred.observers import sql_schema
+from prefect_sacred import OutputDelta, SqlObserver
 from prefect_sacred.observers.registry import observer_from_url
 from prefect_sacred.observers.sql import SqlObserverError
+from prefect_sacred.observers.sql import schema as sql_schema
 from tests.backends.sql import MARIADB_ADMIN, PG_ADMIN, drop_database, read_run
 from tests.support import PYTHON, port_open, service_missing, subprocess_env
 
@@ -272,6 +273,87 @@ def test_output_is_appended_and_rewritten_when_a_filter_changes_it(
     assert read_run(observer.engine, _id).captured_out == "one\ntwo\n"
     observer.heartbeat_event(info={}, captured_out="ONE\n", beat_time=T2, result=None)
     assert read_run(observer.engine, _id).captured_out == "ONE\n"
+
+
+def _stored_output(observer: SqlObserver, _id: Any) -> str:
+    return read_run(observer.engine, _id).captured_out
+
+
+def _beat(observer: SqlObserver, captured_out: str, delta: OutputDelta | None = None) -> None:
+    observer.heartbeat_event(
+        info={}, captured_out=captured_out, beat_time=T2, result=None, output_delta=delta
+    )
+
+
+def test_a_beat_with_an_output_delta_appends_only_the_delta(db_url: str, tmp_path: Path) -> None:
+    """The delta is trusted: what ``captured_out`` begins with is not compared."""
+    observer = SqlObserver(db_url)
+    _id = start(observer, tmp_path)
+    _beat(observer, "one\n", OutputDelta(0, "one\n"))
+    _beat(observer, "ONE\ntwo\n", OutputDelta(4, "two\n"))
+    assert _stored_output(observer, _id) == "one\n" + "two\n"
+
+
+def test_a_delta_that_does_not_continue_the_stored_output_writes_it_whole(
+    db_url: str, tmp_path: Path
+) -> None:
+    observer = SqlObserver(db_url)
+    _id = start(observer, tmp_path)
+    _beat(observer, "one\ntwo\n", OutputDelta(0, "one\ntwo\n"))
+    # A filter rewrote the end (start < stored), or a beat was missed (start > stored).
+    for captured, delta in [
+        ("one\n2\n", OutputDelta(4, "2\n")),
+        ("one\n2\nlost\n3\n", OutputDelta(11, "3\n")),
+    ]:
+        _beat(observer, captured, delta)
+        assert _stored_output(observer, _id) == captured
+
+
+def test_a_sacred_style_beat_without_a_delta_stores_the_whole_output(db_url: str, tmp_path: Path) -> None:
+    observer = SqlObserver(db_url)
+    _id = start(observer, tmp_path)
+    _beat(observer, "one\n", OutputDelta(0, "one\n"))
+    _beat(observer, "other\n")
+    assert _stored_output(observer, _id) == "other\n"
+    _beat(observer, "other\nmore\n", OutputDelta(6, "more\n"))
+    assert _stored_output(observer, _id) == "other\nmore\n"
+
+
+def test_long_output_is_spread_over_rows_while_live_and_gathered_at_the_end(
+    db_url: str, tmp_path: Path
+) -> None:
+    """A beat costs what is new: appending to one ever longer cell would rewrite all of it."""
+    from sacred.observers import sql_bases
+
+    observer = SqlObserver(db_url)
+    _id = start(observer, tmp_path)
+    captured = ""
+    for beat in range(6):
+        new = f"beat {beat} é\n" * 5000  # 50 KB a beat, non-ASCII included
+        _beat(observer, captured + new, OutputDelta(len(captured), new))
+        captured += new
+        assert _stored_output(observer, _id) == captured
+    with observer.engine.connect() as conn:
+        live_cell = conn.execute(sa.select(sql_schema.run.c.captured_out)).scalar()
+        rows = conn.execute(sa.select(sa.func.count()).select_from(sql_schema.run_output)).scalar()
+    assert len(live_cell.encode()) <= 64 * 1024 and rows >= 5
+    observer.completed_event(stop_time=T2, result=None)
+    with sa.orm.Session(observer.engine) as session:
+        assert session.query(sql_bases.Run).filter_by(run_id=str(_id)).one().captured_out == captured
+    with observer.engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(sql_schema.run_output)).scalar() == 0
+
+
+def test_the_observer_keeps_no_reference_to_captured_out(tmp_path: Path) -> None:
+    """A reference kept past the call would make the run copy its whole output at every beat."""
+    observer = SqlObserver(f"sqlite:///{tmp_path / 'runs.db'}")
+    start(observer, tmp_path)
+    captured = "".join(["out", "put\n"])  # fresh strings, referenced only here
+    more = captured + "more\n"
+    for text, delta in [(captured, None), (more, OutputDelta(len(captured), "more\n"))]:
+        before = sys.getrefcount(text)
+        _beat(observer, text, delta)
+        assert sys.getrefcount(text) == before
 
 
 def _start_in_process(url: str, base: str, queue: Any) -> None:

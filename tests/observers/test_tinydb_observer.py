@@ -8,6 +8,7 @@ import hashlib
 import json
 import multiprocessing
 import subprocess
+import sys
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ import pandas as pd
 import pytest
 from tinydb import Query
 
-from prefect_sacred import TinyDbObserver, TinyDbReader
+from prefect_sacred import OutputDelta, TinyDbObserver, TinyDbReader
 from prefect_sacred.observers.registry import observer_from_url
 from tests.support import PYTHON, subprocess_env
 
@@ -297,3 +298,132 @@ def test_metadata_is_readable_like_a_plainly_written_file(tmp_path: Path) -> Non
     expected = 0o666 & ~previous
     assert (tmp_path / "db" / "metadata.json").stat().st_mode & 0o777 == expected
     assert not list((tmp_path / "db").glob(".*.tmp"))  # no temporary file left behind
+
+
+# --- captured output as deltas ----------------------------------------------------------------
+
+
+def start(observer: TinyDbObserver, base: Path, _id: Any = None) -> Any:
+    return observer.started_event(
+        ex_info=ex_info(base),
+        command="run",
+        host_info=HOST,
+        start_time=T1,
+        config={},
+        meta_info={},
+        _id=_id,
+    )
+
+
+def beat(observer: TinyDbObserver, captured_out: str, delta: OutputDelta | None = None) -> None:
+    observer.heartbeat_event(
+        info={}, captured_out=captured_out, beat_time=T2, result=None, output_delta=delta
+    )
+
+
+def stored_output(root: Path) -> str:
+    """The whole output, as our reader gives it (from the output file while the run is live)."""
+    output: str = TinyDbReader(root).fetch_metadata(indices=-1)[0]["captured_out"]
+    return output
+
+
+def raw_record(root: Path) -> dict[str, Any]:
+    """The run's record as ``metadata.json`` holds it, for Sacred's readers."""
+    record: dict[str, Any] = json.loads((root / "metadata.json").read_text())["runs"]["1"]
+    return record
+
+
+def test_a_beat_with_an_output_delta_appends_only_the_delta(tmp_path: Path) -> None:
+    """The delta is trusted: what ``captured_out`` begins with is not compared."""
+    root = tmp_path / "db"
+    observer = TinyDbObserver(root)
+    start(observer, tmp_path)
+    beat(observer, "one\n", OutputDelta(0, "one\n"))
+    beat(observer, "ONE\ntwo\n", OutputDelta(4, "two\n"))
+    assert stored_output(root) == "one\n" + "two\n"
+    observer.completed_event(stop_time=T2, result=None)
+    assert raw_record(root)["captured_out"] == "one\ntwo\n"
+
+
+def test_a_delta_that_does_not_continue_the_stored_output_writes_it_whole(tmp_path: Path) -> None:
+    root = tmp_path / "db"
+    observer = TinyDbObserver(root)
+    start(observer, tmp_path)
+    beat(observer, "one\ntwo\n", OutputDelta(0, "one\ntwo\n"))
+    # A filter rewrote the end (start < stored), or a beat was missed (start > stored).
+    for captured, delta in [
+        ("one\n2\n", OutputDelta(4, "2\n")),
+        ("one\n2\nlost\n3\n", OutputDelta(11, "3\n")),
+    ]:
+        beat(observer, captured, delta)
+        assert stored_output(root) == captured
+
+
+def test_a_sacred_style_beat_without_a_delta_stores_the_whole_output(tmp_path: Path) -> None:
+    root = tmp_path / "db"
+    observer = TinyDbObserver(root)
+    start(observer, tmp_path)
+    beat(observer, "one\n", OutputDelta(0, "one\n"))
+    beat(observer, "other\n")
+    assert stored_output(root) == "other\n"
+    beat(observer, "other\nmore\n", OutputDelta(6, "more\n"))
+    assert stored_output(root) == "other\nmore\n"
+    observer.failed_event(fail_time=T2, fail_trace=["boom\n"])
+    assert raw_record(root)["captured_out"] == "other\nmore\n"
+
+
+def test_a_live_run_shows_the_last_output_and_the_reader_gives_all_of_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """metadata.json is rewritten at every beat: while the run is live it holds a bounded tail,
+    the whole output is in captured_out/<id>.txt, and the end of the run puts it all back."""
+    monkeypatch.setattr(TinyDbObserver, "live_output_chars", 10)
+    root = tmp_path / "db"
+    observer = TinyDbObserver(root)
+    _id = start(observer, tmp_path)
+    captured = ""
+    for line in ["first line\n", "second line\n", "third\n"]:
+        beat(observer, captured + line, OutputDelta(len(captured), line))
+        captured += line
+        assert stored_output(root) == captured
+    assert raw_record(root)["captured_out"] == (
+        f"[19 earlier characters are in captured_out/{_id}.txt]\n" + "ine\nthird\n"
+    )
+    output_file = root / "captured_out" / f"{_id}.txt"
+    assert output_file.read_text() == captured
+    # A process that finishes the run it did not start (Prefect's crash and cancel hooks).
+    reattached = TinyDbObserver(root)
+    assert reattached.reattach(_id) is True
+    reattached.interrupted_event(interrupt_time=T2, status="INTERRUPTED")
+    assert raw_record(root)["captured_out"] == captured
+    assert stored_output(root) == captured and not output_file.exists()
+
+
+def test_the_observer_keeps_no_reference_to_captured_out(tmp_path: Path) -> None:
+    """A reference kept past the call would make the run copy its whole output at every beat."""
+    observer = TinyDbObserver(tmp_path / "db")
+    start(observer, tmp_path)
+    captured = "".join(["out", "put\n"])  # fresh strings, referenced only here
+    more = captured + "more\n"
+    for text, delta in [(captured, None), (more, OutputDelta(len(captured), "more\n"))]:
+        before = sys.getrefcount(text)
+        beat(observer, text, delta)
+        assert sys.getrefcount(text) == before
+
+
+def test_metrics_survive_a_journal_line_cut_short_by_a_crash(tmp_path: Path) -> None:
+    root = tmp_path / "db"
+    observer = TinyDbObserver(root)
+    _id = start(observer, tmp_path)
+    observer.log_metrics({"loss": {"steps": [0], "values": [1.0], "timestamps": [T1]}}, {})
+    journal = root / "metrics" / f"{_id}.jsonl"
+    assert json.loads(journal.read_text()) == {
+        "name": "loss", "steps": [0], "values": [1.0], "timestamps": ["2016-11-12T01:18:00.197311"]
+    }
+    with open(journal, "a") as handle:
+        handle.write('{"name": "loss", "steps": [9')  # the process was killed mid-line
+    later = TinyDbObserver(root)
+    assert later.reattach(_id) is True
+    later.log_metrics({"loss": {"steps": [1], "values": [0.5], "timestamps": [T2]}}, {})
+    metrics = TinyDbReader(root).fetch_metrics(indices=-1)[0]
+    assert metrics == {"loss": {"steps": [0, 1], "values": [1.0, 0.5], "timestamps": [T1, T2]}}

@@ -16,7 +16,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from prefect_sacred.observers import sql_schema as t
+from prefect_sacred.observers.sql import schema as t
 
 __all__ = ["experiment_id", "host_id", "link_resource"]
 

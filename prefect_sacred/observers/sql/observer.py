@@ -1,13 +1,19 @@
 """SqlObserver: Sacred's SQL schema on any SQLAlchemy database (SQLite, PostgreSQL, MySQL/MariaDB).
 
 Sacred's own models (``sacred.observers.sql_bases``) read what this observer writes; the tables
-and the additions are described in :mod:`prefect_sacred.observers.sql_schema`. Differences from
+and the additions are described in :mod:`prefect_sacred.observers.sql.schema`. Differences from
 Sacred's observer:
 
 * every event is its own committed transaction on a pooled connection, so heartbeats sent from
   the heartbeat thread are visible to other connections while the run is running;
 * a beat is one transaction: the new metric points (one bulk insert into ``metric``), the
-  heartbeat, ``info``, the result and only the *new* captured output (appended in the database);
+  heartbeat, ``info``, the result and only the *new* captured output;
+* captured output costs what is new, however long it is: a beat appends what the run's
+  :class:`~prefect_sacred.observers.base.OutputDelta` adds to what is stored, and writes the
+  whole output only when the delta does not continue it (or without a delta, as Sacred's
+  callers send it). A live run keeps the first 64 KB in ``run.captured_out`` and the rest in
+  ``run_output`` rows; the final event moves it all into ``run.captured_out`` (see
+  :mod:`~prefect_sacred.observers.sql.output`);
 * a metric step that is not a whole number is stored as logged (``metric.step_exact``), and a
   point that cannot be stored at all (a step that is not a number) is left out with an error
   naming the metric, instead of failing the beats that follow;
@@ -18,10 +24,11 @@ Sacred's observer:
 * an unreachable database or wrong credentials fail the run at start, with the URL's password
   hidden.
 
-The pieces live beside this module: :mod:`~prefect_sacred.observers.sql_engine` (engines,
-transactions, errors), :mod:`~prefect_sacred.observers.sql_shared_rows` (host, experiment,
-resources), :mod:`~prefect_sacred.observers.sql_metrics` (metric points) and
-:mod:`~prefect_sacred.observers.sql_schema` (tables and their creation).
+The pieces live beside this module: :mod:`~prefect_sacred.observers.sql.engine` (engines,
+transactions, errors), :mod:`~prefect_sacred.observers.sql.shared_rows` (host, experiment,
+resources), :mod:`~prefect_sacred.observers.sql.metrics` (metric points),
+:mod:`~prefect_sacred.observers.sql.output` (captured output) and
+:mod:`~prefect_sacred.observers.sql.schema` (tables and their creation).
 
 Requires ``pip install 'prefect-sacred[sql]'``.
 """
@@ -33,20 +40,16 @@ import json
 import math
 from typing import TYPE_CHECKING, Any
 
-from prefect_sacred.observers.base import RunObserver
-from prefect_sacred.observers.registry import (
-    ObserverConfigError,
-    register_observer_option,
-    register_url_scheme,
-)
-from prefect_sacred.observers.sql_engine import (
+from prefect_sacred.observers.base import OutputDelta, RunObserver
+from prefect_sacred.observers.sql.engine import (
     SqlObserverError,
     begin,
     described_errors,
     engine_for_url,
     sqlalchemy_module,
 )
-from prefect_sacred.observers.sql_metrics import MetricRow, finite, metric_rows
+from prefect_sacred.observers.sql.metrics import MetricRow, finite, metric_rows
+from prefect_sacred.observers.sql.output import PIECE, StoredOutput
 from prefect_sacred.serialization import flatten
 from prefect_sacred.utils import md5_of_file
 
@@ -54,10 +57,6 @@ if TYPE_CHECKING:
     import sqlalchemy as sa
 
 __all__ = ["SqlObserver", "SqlObserverError"]
-
-# MySQL/MariaDB refuse statements (and values built by CONCAT) above max_allowed_packet: output
-# is sent in pieces this large, and what no longer fits in run.captured_out goes to run_output.
-_PIECE = 1 << 20
 
 
 class SqlObserver(RunObserver):
@@ -74,14 +73,10 @@ class SqlObserver(RunObserver):
         ObserverConfigError: ``url`` is not a valid SQLAlchemy URL.
     """
 
-    # Per run (see _reset). _cout is the output stored so far (None: unknown), _cout_bytes its
-    # size in run.captured_out and _overflow_seq the last run_output piece; the three change
-    # only once the transaction writing them has committed.
+    # Per run (see _reset). _output changes only once the transaction writing it committed.
     _run_key: str | None
     _pending: list[MetricRow]
-    _cout: str | None
-    _cout_bytes: int
-    _overflow_seq: int
+    _output: StoredOutput
 
     def __init__(self, url: str, echo: bool = False, priority: int = 40) -> None:
         self.url = url
@@ -151,18 +146,24 @@ class SqlObserver(RunObserver):
             raise ValueError("; ".join(refused))
 
     def heartbeat_event(
-        self, info: dict[str, Any], captured_out: str, beat_time: dt.datetime, result: Any
+        self,
+        info: dict[str, Any],
+        captured_out: str,
+        beat_time: dt.datetime,
+        result: Any,
+        output_delta: OutputDelta | None = None,
     ) -> None:
         self._update(
             {"heartbeat": beat_time, "info": json.dumps(flatten(info)), **_result_values(result)},
             captured_out,
+            output_delta,
         )
 
     def completed_event(self, stop_time: dt.datetime, result: Any) -> None:
-        self._update({"stop_time": stop_time, "status": "COMPLETED", **_result_values(result)})
+        self._update({"stop_time": stop_time, "status": "COMPLETED", **_result_values(result)}, final=True)
 
     def interrupted_event(self, interrupt_time: dt.datetime, status: str) -> None:
-        from prefect_sacred.observers.sql_schema import STATUSES
+        from prefect_sacred.observers.sql.schema import STATUSES
 
         known = status in STATUSES
         self._update(
@@ -170,7 +171,8 @@ class SqlObserver(RunObserver):
                 "stop_time": interrupt_time,
                 "status": status if known else "INTERRUPTED",
                 "status_detail": None if known else status[:64],
-            }
+            },
+            final=True,
         )
 
     def failed_event(self, fail_time: dt.datetime, fail_trace: list[str]) -> None:
@@ -180,11 +182,12 @@ class SqlObserver(RunObserver):
                 "status": "FAILED",
                 "fail_trace": "\n".join(fail_trace),  # Sacred's format
                 "fail_trace_json": json.dumps(list(fail_trace)),
-            }
+            },
+            final=True,
         )
 
     def resource_event(self, filename: str) -> None:
-        from prefect_sacred.observers.sql_shared_rows import link_resource
+        from prefect_sacred.observers.sql.shared_rows import link_resource
 
         run_key = self._started_key()
         md5 = md5_of_file(filename)
@@ -198,7 +201,7 @@ class SqlObserver(RunObserver):
         metadata: dict[str, Any] | None = None,
         content_type: str | None = None,
     ) -> None:
-        from prefect_sacred.observers import sql_schema as t
+        from prefect_sacred.observers.sql import schema as t
 
         run_key = self._started_key()
         with open(filename, "rb") as handle:
@@ -211,7 +214,7 @@ class SqlObserver(RunObserver):
             self._update({})
 
     def reattach(self, _id: Any) -> bool:
-        from prefect_sacred.observers import sql_schema as t
+        from prefect_sacred.observers.sql import schema as t
 
         sa = sqlalchemy_module()
         try:
@@ -224,7 +227,7 @@ class SqlObserver(RunObserver):
         self._reset(str(_id))
         # What is stored is not read (it may be large and only the final event follows): should
         # output come after all, it replaces the stored output instead of being appended to it.
-        self._cout = None
+        self._output = StoredOutput(chars=-1)
         return True
 
     def run_location(self) -> str | None:
@@ -238,9 +241,7 @@ class SqlObserver(RunObserver):
         """Per-run state: fresh objects, since a busy observer is shallow-copied for a new run."""
         self._run_key = run_key
         self._pending = []
-        self._cout = ""
-        self._cout_bytes = 0
-        self._overflow_seq = 0
+        self._output = StoredOutput()
 
     def _started_key(self) -> str:
         if self._run_key is None:
@@ -250,8 +251,8 @@ class SqlObserver(RunObserver):
     def _create_run(
         self, values: dict[str, Any], _id: Any, ex_info: dict[str, Any], host_info: dict[str, Any]
     ) -> Any:
-        from prefect_sacred.observers.sql_schema import create_tables
-        from prefect_sacred.observers.sql_shared_rows import experiment_id, host_id
+        from prefect_sacred.observers.sql.schema import create_tables
+        from prefect_sacred.observers.sql.shared_rows import experiment_id, host_id
 
         sa = sqlalchemy_module()
         with described_errors(self.engine):
@@ -273,7 +274,7 @@ class SqlObserver(RunObserver):
         return _id if _id is not None else int(run_key)
 
     def _claim_id(self, conn: Any, values: dict[str, Any], _id: Any) -> str:
-        from prefect_sacred.observers import sql_schema as t
+        from prefect_sacred.observers.sql import schema as t
 
         sa = sqlalchemy_module()
         if _id is not None:
@@ -294,59 +295,34 @@ class SqlObserver(RunObserver):
         conn.execute(t.run.update().where(t.run.c.id == pk).values(run_id=str(candidate)))
         return str(candidate)
 
-    def _update(self, values: dict[str, Any], captured_out: str | None = None) -> None:
-        from prefect_sacred.observers import sql_schema as t
-        from prefect_sacred.observers.sql_metrics import insert_metrics
+    def _update(
+        self,
+        values: dict[str, Any],
+        captured_out: str | None = None,
+        output_delta: OutputDelta | None = None,
+        final: bool = False,
+    ) -> None:
+        from prefect_sacred.observers.sql import schema as t
+        from prefect_sacred.observers.sql.metrics import insert_metrics
+        from prefect_sacred.observers.sql.output import append_output, gather_output
 
         run_key = self._started_key()
-        output_state = self._cout_bytes, self._overflow_seq
+        stored = self._output
         with described_errors(self.engine), begin(self.engine) as conn:
             if self._pending:
                 insert_metrics(conn, self._pending)
             if captured_out is not None:
-                output_state = self._write_output(conn, run_key, captured_out)
+                limit = self._cell_limit(conn)
+                stored = append_output(conn, run_key, stored, captured_out, output_delta, limit)
+            if final:
+                gather_output(conn, run_key, stored, self._cell_limit(conn))
             if values:
                 conn.execute(t.run.update().where(t.run.c.run_id == run_key).values(**values))
         self._pending = []
-        if captured_out is not None:
-            self._cout = captured_out
-            self._cout_bytes, self._overflow_seq = output_state
-
-    def _write_output(self, conn: Any, run_key: str, captured_out: str) -> tuple[int, int]:
-        """Send only what is new; rewrite everything when a filter changed earlier output.
-
-        Returns the bytes now in ``run.captured_out`` and the last ``run_output`` piece.
-        """
-        from prefect_sacred.observers import sql_schema as t
-
-        run = t.run
-        cout_bytes, seq = self._cout_bytes, self._overflow_seq
-        if self._cout is not None and captured_out.startswith(self._cout):
-            new = captured_out[len(self._cout) :]
-        else:
-            conn.execute(run.update().where(run.c.run_id == run_key).values(captured_out=""))
-            conn.execute(t.run_output.delete().where(t.run_output.c.run_id == run_key))
-            cout_bytes, seq, new = 0, 0, captured_out
-        if not new:
-            return cout_bytes, seq
-        limit = self._cell_limit(conn)
-        for start in range(0, len(new), _PIECE):
-            piece = new[start : start + _PIECE]
-            size = len(piece.encode("utf-8", "replace"))
-            if seq == 0 and cout_bytes + size <= limit:
-                conn.execute(
-                    run.update()
-                    .where(run.c.run_id == run_key)
-                    .values(captured_out=_coalesce(run.c.captured_out).concat(piece))
-                )
-                cout_bytes += size
-            else:
-                seq += 1
-                conn.execute(t.run_output.insert().values(run_id=run_key, seq=seq, chunk=piece))
-        return cout_bytes, seq
+        self._output = stored
 
     def _cell_limit(self, conn: Any) -> float:
-        from prefect_sacred.observers.sql_schema import MYSQL
+        from prefect_sacred.observers.sql.schema import MYSQL
 
         if conn.dialect.name not in MYSQL:
             return math.inf
@@ -354,7 +330,7 @@ class SqlObserver(RunObserver):
             sa = sqlalchemy_module()
             self._packet = int(conn.execute(sa.text("SELECT @@max_allowed_packet")).scalar())
         # A piece is at most 4 bytes a character, and the statement carries it beside the cell.
-        return max(self._packet - 2 * _PIECE * 4, _PIECE)
+        return max(self._packet - 2 * PIECE * 4, PIECE)
 
 
 def _run_values(command: str, config: dict[str, Any], meta_info: dict[str, Any]) -> dict[str, Any]:
@@ -365,11 +341,6 @@ def _run_values(command: str, config: dict[str, Any], meta_info: dict[str, Any])
         "comment": meta_info.get("comment", ""),
         "meta_json": json.dumps(flatten(meta_info)),
     }
-
-
-def _coalesce(column: Any) -> Any:
-    sa = sqlalchemy_module()
-    return sa.func.coalesce(column, sa.literal("", sa.Text()), type_=sa.Text())
 
 
 def _result_values(result: Any) -> dict[str, Any]:
@@ -383,35 +354,3 @@ def _result_values(result: Any) -> dict[str, Any]:
         except (TypeError, ValueError, OverflowError):
             numeric = None
     return {"result": numeric, "result_json": json.dumps(flatten(result))}
-
-
-@register_observer_option("-s", "--sql", "DB_URL", "Add an SQL observer (any SQLAlchemy URL).")
-def _sql_option(value: str) -> SqlObserver:
-    if not value.strip():
-        raise ObserverConfigError("DB_URL must not be empty")
-    if value.startswith("postgres://"):  # Heroku-style alias SQLAlchemy no longer accepts
-        value = "postgresql://" + value[len("postgres://") :]
-    try:
-        return SqlObserver(value)
-    except ImportError as exc:
-        raise ObserverConfigError(str(exc)) from None
-
-
-@register_url_scheme(
-    "sqlite",
-    "postgresql",
-    "postgresql+psycopg",
-    "postgresql+psycopg2",
-    "postgres",
-    "mysql",
-    "mysql+pymysql",
-    "mysql+mysqldb",
-    "mariadb",
-    "mariadb+pymysql",
-    "mariadb+mariadbconnector",
-    "mssql",
-    "oracle",
-)
-def _sql_url(url: str) -> RunObserver:
-    """``sqlite:///runs.db``, ``postgresql://...``, ``mysql+pymysql://...``: any SQLAlchemy URL."""
-    return _sql_option(url)

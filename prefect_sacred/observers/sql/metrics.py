@@ -94,7 +94,7 @@ def metric_rows(
 def insert_metrics(conn: Any, rows: list[MetricRow]) -> None:
     """One bulk insert. On SQLite straight through the driver's executemany: SQLAlchemy's
     per-row parameter processing would cost more than SQLite's own inserts."""
-    from prefect_sacred.observers import sql_schema as t
+    from prefect_sacred.observers.sql import schema as t
 
     if conn.dialect.name == "sqlite":
         conn.exec_driver_sql(

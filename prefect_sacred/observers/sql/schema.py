@@ -14,7 +14,9 @@ Sacred's tables and column names are kept so that Sacred's own models
   only comment and priority), ``fail_trace_json`` (the trace as its list of lines),
   ``status_detail`` (a custom interrupt status that the status enum cannot hold).
 * Extra tables: ``metric`` (one row per point, indexed on ``(run_id, name, step)``; Sacred drops
-  metrics) and ``run_output`` (captured output beyond what one MySQL/MariaDB packet can carry).
+  metrics) and ``run_output`` (captured output after ``run.captured_out``, in ``seq`` order:
+  a live run's beyond its first 64 KB, a finished run's beyond what one MySQL/MariaDB packet
+  can carry; see :mod:`~prefect_sacred.observers.sql.output`).
   A step that is not a whole number is kept in ``metric.step_exact``, with its floor in ``step``;
   readers take ``step_exact`` when it is not NULL.
 

@@ -1,5 +1,9 @@
 """TinyDbReader: query runs stored by a TinyDbObserver (ours or Sacred's) and render reports.
 
+Records come back as stored, except that a run that has not finished gets its whole captured
+output from ``BASEDIR/captured_out/<run id>.txt`` (its record shows only the last part while it
+is live; see :mod:`~prefect_sacred.observers.tinydb.observer`).
+
 Example:
     ```python
     reader = TinyDbReader("my_runs")
@@ -11,13 +15,15 @@ Example:
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import re
 import textwrap
 from typing import IO, Any
 
-from prefect_sacred.observers.tinydb import TinyDbObserver, TinyFileRef, open_db_and_fs
+from prefect_sacred.observers.files import read_text
+from prefect_sacred.observers.metrics_journal import replay
+from prefect_sacred.observers.tinydb.observer import TinyDbObserver
+from prefect_sacred.observers.tinydb.storage import FINISHED, TinyFileRef, open_db_and_fs
 
 __all__ = ["TinyDbReader"]
 
@@ -73,7 +79,8 @@ class TinyDbReader:
         self.runs = self.db.table("runs")
 
     def search(self, *args: Any, **kwargs: Any) -> list[Any]:
-        """TinyDB's ``search`` on the ``runs`` table (file references stay hash ids)."""
+        """TinyDB's ``search`` on the ``runs`` table, records as stored: file references stay
+        hash ids and a live run's ``captured_out`` is what its record shows (the last part)."""
         self.runs.clear_cache()
         return list(self.runs.search(*args, **kwargs))
 
@@ -82,10 +89,16 @@ class TinyDbReader:
     ) -> list[dict[str, Any]]:
         """The stored records of the selected runs, with dates as datetimes and files as handles.
 
+        A run that has not finished has its whole captured output, not only what its record
+        shows while it is live.
+
         Raises:
             ValueError: no selection was given, or an index is out of range.
         """
-        return [self._open_files(record) for record in self._select(exp_name, query, indices)]
+        return [
+            self._open_files(self._with_whole_output(record))
+            for record in self._select(exp_name, query, indices)
+        ]
 
     def fetch_files(
         self, exp_name: str | None = None, query: Any = None, indices: int | list[int] | None = None
@@ -121,28 +134,22 @@ class TinyDbReader:
         """Per selected run ``{name: {"steps", "values", "timestamps"}}`` (datetimes)."""
         found = []
         for record in self._select(exp_name, query, indices):
-            metrics: dict[str, dict[str, list[Any]]] = {}
-            path = TinyDbObserver.metrics_path(self.root, record["_id"])
-            try:
-                with open(path, encoding="utf-8") as journal:
-                    lines = journal.readlines()
-            except FileNotFoundError:
-                lines = []
-            for line in lines:
-                try:
-                    batch = json.loads(line)
-                except ValueError:  # a line cut short by a crash
-                    continue
-                series = metrics.setdefault(
-                    batch["name"], {"steps": [], "values": [], "timestamps": []}
-                )
-                series["steps"].extend(batch["steps"])
-                series["values"].extend(batch["values"])
-                series["timestamps"].extend(
-                    dt.datetime.fromisoformat(stamp) for stamp in batch["timestamps"]
-                )
+            metrics = replay(TinyDbObserver.metrics_path(self.root, record["_id"]))
+            for series in metrics.values():
+                series["timestamps"] = [
+                    dt.datetime.fromisoformat(stamp) if isinstance(stamp, str) else stamp
+                    for stamp in series["timestamps"]
+                ]
             found.append(metrics)
         return found
+
+    def _with_whole_output(self, record: dict[str, Any]) -> dict[str, Any]:
+        """``record`` with the output of its file while the run is unfinished (as stored if
+        the file is missing: no output yet, or a run Sacred's observer wrote)."""
+        if record.get("status") in FINISHED or "_id" not in record:
+            return record
+        whole = read_text(TinyDbObserver.captured_out_path(self.root, record["_id"]))
+        return record if whole is None else {**record, "captured_out": whole}
 
     # --- selection ------------------------------------------------------------------------------
 
@@ -164,9 +171,7 @@ class TinyDbReader:
             chosen = []
             for index in [indices] if isinstance(indices, int) else list(indices):
                 if not -len(records) <= index < len(records):
-                    raise ValueError(
-                        f"Index value ({index}) out of range for {len(records)} records"
-                    )
+                    raise ValueError(f"Index value ({index}) out of range for {len(records)} records")
                 chosen.append(dict(records[index]))
             return chosen
         raise ValueError("Must specify an experiment name, indices or pass custom query")

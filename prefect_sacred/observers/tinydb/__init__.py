@@ -1,0 +1,65 @@
+"""The TinyDB wing: :class:`TinyDbObserver` and :class:`TinyDbReader`, in Sacred's TinyDB layout.
+
+Importing this package registers ``-t/--tiny_db BASEDIR`` and ``tinydb://`` URLs and imports
+nothing else: the observer (with tinydb and hashfs) is imported when a flag or URL builds one or
+a name below is first used. Modules: :mod:`.observer` (the events), :mod:`.reader` (queries and
+reports) and :mod:`.storage` (Sacred's tags, the JSON storage, per-run file paths).
+
+Requires ``pip install 'prefect-sacred[tinydb]'``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from prefect_sacred._lazy import lazy_attributes
+from prefect_sacred.observers.registry import (
+    ObserverConfigError,
+    register_observer_option,
+    register_url_scheme,
+)
+
+if TYPE_CHECKING:
+    from prefect_sacred.observers.base import ObserverLike
+    from prefect_sacred.observers.tinydb.observer import TinyDbObserver
+    from prefect_sacred.observers.tinydb.reader import TinyDbReader
+    from prefect_sacred.observers.tinydb.storage import (
+        TinyFileRef,
+        TinyJsonStorage,
+        decode_value,
+        encode_value,
+    )
+
+__all__ = ["TinyDbObserver", "TinyDbReader", "TinyFileRef", "TinyJsonStorage", "decode_value", "encode_value"]
+
+__getattr__ = lazy_attributes(
+    __name__,
+    {
+        "TinyDbObserver": f"{__name__}.observer",
+        "TinyDbReader": f"{__name__}.reader",
+        **dict.fromkeys(
+            ("TinyFileRef", "TinyJsonStorage", "decode_value", "encode_value"), f"{__name__}.storage"
+        ),
+    },
+)
+
+
+@register_observer_option("-t", "--tiny_db", "BASEDIR", "Add a TinyDB observer (Sacred's layout).")
+def _tinydb_option(value: str) -> ObserverLike:
+    from prefect_sacred.observers.tinydb.observer import TinyDbObserver
+
+    if not value.strip():
+        raise ObserverConfigError("BASEDIR must not be empty")
+    try:
+        return TinyDbObserver(value)
+    except ImportError as exc:
+        raise ObserverConfigError(str(exc)) from None
+
+
+@register_url_scheme("tinydb")
+def _tinydb_url(url: str) -> ObserverLike:
+    """``tinydb://./runs_db`` (relative) or ``tinydb:///abs/path``."""
+    path = url[len("tinydb://") :]
+    if not path:
+        raise ObserverConfigError("tinydb:// URL without a path")
+    return _tinydb_option(path)
