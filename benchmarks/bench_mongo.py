@@ -33,7 +33,8 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 warnings.filterwarnings("ignore")
 
-from prefect_sacred.observers.mongo import MongoObserver  # noqa: E402  (after the sys.path line)
+from prefect_sacred.observers.base import OutputDelta  # noqa: E402  (after the sys.path line)
+from prefect_sacred.observers.mongo import MongoObserver  # noqa: E402
 from tests.servers.mongo_wire import MongoWireServer  # noqa: E402
 
 EX_INFO = {
@@ -67,11 +68,19 @@ def sacred_observer(uri: str, db: str) -> Any:
     return SacredMongoObserver(url=uri, db_name=db)
 
 
-def beat(observer: Any, info: dict[str, Any], out: str, metrics: dict[str, Any] | None) -> float:
+def beat(
+    observer: Any,
+    info: dict[str, Any],
+    out: str,
+    metrics: dict[str, Any] | None,
+    delta: OutputDelta | None = None,
+) -> float:
+    """One beat, timed; ``delta`` (what ``out`` gained) goes to ours, as the run sends it."""
+    extra = {} if delta is None else {"output_delta": delta}
     began = time.perf_counter()
     if metrics is not None:
         observer.log_metrics(metrics_by_name=metrics, info=info)
-    observer.heartbeat_event(info=info, captured_out=out, beat_time=dt.datetime.now(), result=None)
+    observer.heartbeat_event(info=info, captured_out=out, beat_time=dt.datetime.now(), result=None, **extra)
     return time.perf_counter() - began
 
 
@@ -109,23 +118,31 @@ def bench_output(uri: str, run: int) -> dict[str, dict[int, tuple[float, float] 
     ):
         start(observer)
         out, info = "", {"epoch": 1}
+        shown = 0  # the output the previous beat carried: ours gets the delta since, as from a run
         results[label] = {}
         for size in SIZES_MB:
             while len(out) < size * 1024 * 1024:  # grow (untimed) in 1 MB steps, as beats would
                 out += ("y" * 127 + "\n") * (8 * 1024)
                 if label == "ours" or len(out) < 15 * 1024 * 1024:
-                    beat(observer, info, out, None)
+                    beat(observer, info, out, None, _delta(out, shown, label))
+                    shown = len(out)
             samples: list[float] = []
             try:
                 for _ in range(TIMED_BEATS):
                     out += ("x" * 127 + "\n") * (STEP // 128)
-                    samples.append(beat(observer, info, out, None))
+                    samples.append(beat(observer, info, out, None, _delta(out, shown, label)))
+                    shown = len(out)
                 results[label][size] = (statistics.median(samples), statistics.mean(samples))
             except Exception as exc:  # Sacred past 16 MB
                 results[label][size] = None
                 if run == 0:
                     print(f"  {label} at {size} MB: {type(exc).__name__}: {str(exc)[:80]}")
     return results
+
+
+def _delta(out: str, shown: int, label: str) -> OutputDelta | None:
+    """What ``out`` gained since the beat that carried ``shown`` characters (for ours only)."""
+    return OutputDelta(shown, out[shown:]) if label == "ours" else None
 
 
 def _median_over_runs(

@@ -66,8 +66,7 @@ class MongoDBObserverBlock(Block):
 
     def observer(self) -> Any:
         """A MongoObserver (a QueuedMongoObserver if ``queued``) writing with these settings."""
-        from prefect_sacred.observers.mongo import MongoObserver
-        from prefect_sacred.observers.queue import QueuedMongoObserver
+        from prefect_sacred.observers.mongo import MongoObserver, QueuedMongoObserver
 
         options = dict(self.client_options.get_secret_value())
         kwargs = dict(

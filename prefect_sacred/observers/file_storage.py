@@ -159,7 +159,7 @@ class FileStorageObserver(RunObserver):
         result: Any,
         output_delta: OutputDelta | None = None,
     ) -> None:
-        self.info = info
+        self.info = dict(info)  # the live dict keeps changing; the report shows this beat's
         if info:
             self._write_json("info.json", info)
         self._output.update(captured_out, output_delta)

@@ -81,7 +81,9 @@ class QueueObserver(RunObserver):
         self._busy = False
         self._stop = False
         self._worker: threading.Thread | None = None
-        self.last_error: BaseException | None = None
+        #: The last delivery failure, described (an exception would keep its frames alive,
+        #: and with them the ``captured_out`` of the beat that failed).
+        self.last_error: str | None = None
 
     @property
     def covered_observer(self) -> ObserverLike:
@@ -113,13 +115,12 @@ class QueueObserver(RunObserver):
 
     def __copy__(self) -> QueueObserver:
         # A run that finds this instance busy gets a copy: it needs its own queue and thread.
-        return type(self)(
-            copy.copy(self._covered_observer),
-            self.interval,
-            self.retry_interval,
-            self.join_timeout,
-            self.failure_dir,
+        # Built with the queue's constructor, as a subclass's may connect (QueuedMongoObserver).
+        new = type(self).__new__(type(self))
+        QueueObserver.__init__(
+            new, **{**self.__getstate__(), "covered_observer": copy.copy(self._covered_observer)}
         )
+        return new
 
     def __getstate__(self) -> dict[str, Any]:
         return {
@@ -160,9 +161,7 @@ class QueueObserver(RunObserver):
 
     # --- queued events ------------------------------------------------------------------------
 
-    def heartbeat_event(
-        self, *args: Any, output_delta: OutputDelta | None = None, **kwargs: Any
-    ) -> None:
+    def heartbeat_event(self, *args: Any, output_delta: OutputDelta | None = None, **kwargs: Any) -> None:
         if "info" in kwargs:  # the run's live dict: keep it as it is now
             kwargs["info"] = dict(kwargs["info"])
         if output_delta is not None and takes_output_delta(self._covered_observer):
@@ -259,14 +258,14 @@ class QueueObserver(RunObserver):
                 self._done(event)
                 continue
             except Exception as exc:
-                self.last_error = exc
+                self.last_error = redact(f"{type(exc).__name__}: {exc}")[:300]
                 if failing_since is None:
                     failing_since = time.monotonic()
                     logger.warning(
                         "%s could not take %s (%s); retrying every %.0f s",
                         type(self._covered_observer).__name__,
                         event.name,
-                        redact(f"{type(exc).__name__}: {exc}")[:300],
+                        self.last_error,
                         self.retry_interval,
                     )
                 with self._condition:
@@ -292,8 +291,7 @@ class QueueObserver(RunObserver):
 
     def _give_up(self, events: list[PendingEvent], worker_done: bool) -> None:
         names = ", ".join(sorted({event.name for event in events}))
-        error = self.last_error
-        reason = redact(f"{type(error).__name__}: {error}")[:300] if error else "timeout"
+        reason = self.last_error or "timeout"
         where = None
         save = getattr(self._covered_observer, "save_undelivered", None)
         # Only once the worker stopped: the observer must not be called from two threads.

@@ -33,8 +33,8 @@ __all__ = [
     "OBSERVERS_ENV_VAR",
     "ObserverConfigError",
     "ObserverOption",
-    "observer_from_url",
     "load_observer_plugins",
+    "observer_from_url",
     "observer_options",
     "observers_from_env",
     "register_observer_option",
@@ -94,7 +94,8 @@ def load_observer_plugins() -> None:
             try:
                 entry_point.load()
             except Exception as exc:
-                logger.warning("observer plugin %r could not be loaded: %s", entry_point.name, redact(str(exc)))
+                reason = redact(f"{type(exc).__name__}: {exc}")
+                logger.warning("observer plugin %r could not be loaded: %s", entry_point.name, reason)
         _plugins_loaded.set()
 
 

@@ -20,8 +20,7 @@ def read_run(database: Any, run_id: Any, runs: str = "runs", metrics: str = "met
     """A run stored in Sacred's Mongo format, with the full output and every metric point."""
     import gridfs
 
-    from prefect_sacred.observers.mongo_output import read_captured_out
-    from prefect_sacred.observers.mongo_storage import read_metric
+    from prefect_sacred.observers.mongo import read_captured_out, read_metric
 
     doc = database[runs].find_one({"_id": run_id})
     if doc is None:

@@ -15,9 +15,8 @@ import pymongo
 import pytest
 from bson import json_util
 
-from prefect_sacred.observers.mongo import MongoObserver, MongoWriteError
-from prefect_sacred.observers.mongo_output import read_captured_out
-from prefect_sacred.observers.mongo_storage import read_metric
+from prefect_sacred.observers.base import OutputDelta
+from prefect_sacred.observers.mongo import MongoObserver, MongoWriteError, read_captured_out, read_metric
 from tests.servers.mongo_wire import MongoWireServer
 
 NOW = dt.datetime(2024, 5, 6, 7, 8, 9, 123000)
@@ -58,6 +57,16 @@ def start(observer: MongoObserver, tmp_path: Path, _id: Any = None, config: Any 
         meta_info={"comment": "c"},
         _id=_id,
     )
+
+
+def beat(observer: MongoObserver, out: str, start: int, info: Any = None, result: Any = None) -> int:
+    """A heartbeat as the run sends it: ``out`` is the first ``start`` characters of the previous
+    beat's output and then new ones. Returns ``len(out)``, the next beat's ``start``."""
+    delta = OutputDelta(start, out[start:])
+    observer.heartbeat_event(
+        info=info or {}, captured_out=out, beat_time=NOW, result=result, output_delta=delta
+    )
+    return len(out)
 
 
 def metric(name: str, steps: list[int]) -> dict[str, Any]:
@@ -182,14 +191,12 @@ def test_document_stays_under_16_mb_and_the_whole_output_is_in_gridfs(
     observer = MongoObserver(url=server.uri)
     run_id = start(observer, tmp_path)
     line = "x" * 99 + "\n"
-    out = ""
+    out, shown = "", 0
     for _ in range(20):  # 20 MB of output and a 17 MB info value
         out += line * 10_000
-        observer.heartbeat_event(
-            info={"blob": "i" * (17 * 2**20), "small": 1}, captured_out=out, beat_time=NOW, result=None
-        )
+        shown = beat(observer, out, shown, info={"blob": "i" * (17 * 2**20), "small": 1})
     out += "the end\n"
-    observer.heartbeat_event(info={"small": 2}, captured_out=out, beat_time=NOW, result=None)
+    beat(observer, out, shown, info={"small": 2})
     observer.completed_event(stop_time=NOW, result="r" * (5 * 2**20))
     doc = db.runs.find_one({"_id": run_id})
     import bson
@@ -207,12 +214,12 @@ def test_output_is_appended_by_whole_chunks_and_reads_back_whole_at_every_stage(
 ) -> None:
     observer = MongoObserver(url=server.uri, captured_out_limit=20_000)  # chunks of 20,000 bytes
     run_id = start(observer, tmp_path)
-    out, files = "", set()
+    out, files, shown = "", set(), 0
     for step in range(12):
         out += f"step {step} ünïcødé €\n" * 700  # 2- and 3-byte characters: chunks cut some
         if step == 8:  # a captured_out_filter rewrote earlier output: the file is written anew
-            out = "rewritten\n" + out
-        observer.heartbeat_event(info={}, captured_out=out, beat_time=NOW, result=None)
+            out, shown = "rewritten\n" + out, 0
+        shown = beat(observer, out, shown)
         doc = db.runs.find_one({"_id": run_id})
         assert read_captured_out(db, doc) == out
         assert len(doc["captured_out"]) < 20_000 + 100 and doc["captured_out"].endswith(out[-20_000:])
@@ -232,17 +239,18 @@ def test_output_is_appended_by_whole_chunks_and_reads_back_whole_at_every_stage(
 def test_output_survives_an_outage_and_a_reattach(server: MongoWireServer, db: Any, tmp_path: Path) -> None:
     observer = MongoObserver(url=server.uri, captured_out_limit=20_000, serverSelectionTimeoutMS=1500)
     run_id = start(observer, tmp_path)
-    out = ""
+    out, shown = "", 0
     for step in range(3):
         out += f"before {step} €\n" * 3000
-        observer.heartbeat_event(info={}, captured_out=out, beat_time=NOW, result=None)
+        shown = beat(observer, out, shown)
     server.stop()
     out += "during the outage\n" * 3000
     with pytest.raises(pymongo.errors.PyMongoError):
-        observer.heartbeat_event(info={}, captured_out=out, beat_time=NOW, result=None)
+        beat(observer, out, shown)
+    shown = len(out)  # the run moves on: the next delta continues this beat's output
     server.start()
     out += "after\n" * 100
-    observer.heartbeat_event(info={}, captured_out=out, beat_time=NOW, result=None)
+    beat(observer, out, shown)
     doc = db.runs.find_one({"_id": run_id})
     assert read_captured_out(db, doc) == out
     assert gridfs.GridFS(db).get(doc["captured_out_file"]).length < len(out.encode())
@@ -255,15 +263,22 @@ def test_output_survives_an_outage_and_a_reattach(server: MongoWireServer, db: A
     assert gridfs.GridFS(db).get(doc["captured_out_file"]).read().decode() == out
 
 
-def test_a_heartbeat_does_not_keep_the_callers_output_alive(server: MongoWireServer, tmp_path: Path) -> None:
+@pytest.mark.parametrize("with_delta", [True, False])
+def test_a_heartbeat_does_not_keep_the_callers_output_alive(
+    server: MongoWireServer, tmp_path: Path, with_delta: bool
+) -> None:
     # Holding it would make the run copy its whole output on its next append, on every beat.
     observer = MongoObserver(url=server.uri, captured_out_limit=20_000)
     start(observer, tmp_path)
     out = "x" * 50_000
-    observer.heartbeat_event(info={}, captured_out=out, beat_time=NOW, result=None)
-    out = out + "y" * 1000
+    first = OutputDelta(0, out) if with_delta else None  # the first delta's text is the output itself
     before = sys.getrefcount(out)
-    observer.heartbeat_event(info={}, captured_out=out, beat_time=NOW, result=None)
+    observer.heartbeat_event(info={}, captured_out=out, beat_time=NOW, result=None, output_delta=first)
+    assert sys.getrefcount(out) == before
+    out = out + "y" * 1000
+    second = OutputDelta(50_000, out[50_000:]) if with_delta else None
+    before = sys.getrefcount(out)
+    observer.heartbeat_event(info={}, captured_out=out, beat_time=NOW, result=None, output_delta=second)
     assert sys.getrefcount(out) == before
 
 

@@ -14,8 +14,7 @@ from bson import json_util
 
 from prefect_sacred import Experiment, ObserverConfigError, QueuedMongoObserver
 from prefect_sacred.blocks import MongoDBObserverBlock
-from prefect_sacred.observers.mongo_options import parse_mongo_db_arg
-from prefect_sacred.observers.mongo_storage import read_metric
+from prefect_sacred.observers.mongo import parse_mongo_db_arg, read_metric
 from prefect_sacred.observers.queue import UndeliveredEvents
 from prefect_sacred.observers.registry import observer_from_url
 from tests.servers.mongo_wire import MongoWireServer

@@ -14,8 +14,13 @@ In process::
     server.start(); client = pymongo.MongoClient(server.uri)
     server.stop(); server.start()    # an outage; same port, same data
 
-As a process (for the command line): ``python tests/servers/mongo_wire.py 127.0.0.1 27018``
+As a process (for the command line): ``python -m tests.servers.mongo_wire 127.0.0.1 27018``
 prints ``READY <port>``.
+
+Every pymongo the ``mongo`` extra admits works against it: since pymongo 4.11 an update or
+replace of one document may carry a ``sort`` (which document to change when several match);
+the server honours it, and importing this module teaches in-process mongomock to take it too
+(:mod:`tests.servers.mongomock_compat`).
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ import bson
 import mongomock
 import mongomock.gridfs
 from mockupdb import MockupDB
+
+from tests.servers.mongomock_compat import first_in_order, patch_mongomock
 
 MAX_BSON_SIZE = 16 * 1024 * 1024
 _BATCH_BYTES = 8 * 1024 * 1024
@@ -166,6 +173,8 @@ class MongoWireServer:
         upserted, errors = [], []
         for index, spec in enumerate(cmd.get("updates", [])):
             query, update = spec.get("q", {}), spec["u"]
+            if spec.get("sort") and not spec.get("multi"):  # pymongo >= 4.11: the first in this order
+                query = first_in_order(collection, query, spec["sort"])
             options = {"upsert": spec.get("upsert", False)}
             if spec.get("arrayFilters"):
                 options["array_filters"] = spec["arrayFilters"]
@@ -336,6 +345,7 @@ def _split_batch(docs: list[dict[str, Any]], size: int) -> tuple[list[dict[str, 
 
 
 mongomock.gridfs.enable_gridfs_integration()
+patch_mongomock()
 
 if __name__ == "__main__":
     host_port = int(sys.argv[2]) if len(sys.argv) > 2 else 0

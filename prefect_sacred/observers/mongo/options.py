@@ -5,7 +5,8 @@ plus what Sacred crashes on: full ``mongodb://`` and ``mongodb+srv://`` URIs. In
 names the database (``mongodb://host/my_db``, default ``sacred``) and may name the runs
 collection (``/my_db.my_runs``); ``!PRIORITY`` may follow the URI. Malformed values raise
 :class:`ObserverConfigError`, which the command line reports in one line (exit status 2).
-pymongo is imported only when an observer is built.
+pymongo is imported only when an observer is built; the wing's ``__init__`` imports this module,
+so the flag and the schemes are registered whenever the wing is.
 """
 
 from __future__ import annotations
@@ -100,7 +101,7 @@ def _parse_uri(uri: str, priority: str | None) -> dict[str, Any]:
 
 
 def _build(kwargs: dict[str, Any]) -> RunObserver:
-    from prefect_sacred.observers.mongo import MongoObserver
+    from prefect_sacred.observers.mongo.observer import MongoObserver
 
     return MongoObserver(**kwargs)
 

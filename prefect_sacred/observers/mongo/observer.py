@@ -6,16 +6,20 @@ fields other tools add survive), with these differences, each in the module name
 
 * numeric ids are claimed atomically, and string ids never break the next automatic one; an
   unreachable server fails the start within ``serverSelectionTimeoutMS`` (default 5 s)
-  (``mongo_connect``);
-* sources and resources are uploaded once and found again by md5 (``mongo_files``);
+  (``connect``);
+* sources and resources are uploaded once and found again by md5 (``files``);
 * the ``runs`` document stays below 16 MB: past ``captured_out_limit`` characters it keeps the
-  most recent output and GridFS all of it (``mongo_output``); ``info``, ``result`` and
-  ``config`` past ``value_limit`` go to GridFS (``mongo_files``); metrics are chunked and keys
-  MongoDB rejects (a leading ``$``, ``.``) renamed before writing (``mongo_storage``);
+  most recent output and GridFS all of it (``output``); ``info``, ``result`` and
+  ``config`` past ``value_limit`` go to GridFS (``files``); metrics are chunked and keys
+  MongoDB rejects (a leading ``$``, ``.``) renamed before writing (``storage``);
 * nothing that failed is forgotten: heartbeats, metric points, artifacts and resources that
   could not be written go out with the next write, and the final write retries for
   ``final_save_timeout`` seconds, then saves the run to a JSON file and says where
-  (``mongo_failures``).
+  (``writing``, ``failures``); a queue that gives up hands its undelivered events to
+  :meth:`MongoObserver.save_undelivered`, which saves the run the same way.
+
+A heartbeat costs what is new: the run's ``output_delta`` says what the output gained, and
+only that is appended (``output``).
 """
 
 from __future__ import annotations
@@ -23,31 +27,24 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
-import time
+from collections.abc import Sequence
 from typing import Any
 
-from prefect_sacred.observers.base import RunObserver
-from prefect_sacred.observers.mongo_connect import (
+from prefect_sacred.observers.base import OutputDelta, PendingEvent, RunObserver, check_artifact_name
+from prefect_sacred.observers.mongo.connect import (
+    OWN_FIELDS,
     RESERVED_COLLECTIONS,
-    check_reachable,
+    UNFINISHED,
     collection_names,
-    create_indexes,
     find_run_id,
-    insert_with_id,
-    insert_with_next_id,
     load_pymongo,
     make_client,
     server_address,
 )
-from prefect_sacred.observers.mongo_failures import (
-    DEFAULT_FAILURE_DIR,
-    MongoWriteError,
-    cap_trace,
-    write_failure_file,
-)
-from prefect_sacred.observers.mongo_files import RunFiles, save_sources
-from prefect_sacred.observers.mongo_output import CapturedOutput
-from prefect_sacred.observers.mongo_storage import MetricWriter, sanitize, with_metric_refs
+from prefect_sacred.observers.mongo.failures import DEFAULT_FAILURE_DIR, MongoWriteError, cap_trace
+from prefect_sacred.observers.mongo.files import save_sources
+from prefect_sacred.observers.mongo.storage import sanitize
+from prefect_sacred.observers.mongo.writing import RunWriting
 from prefect_sacred.serialization import flatten
 from prefect_sacred.utils import redact
 
@@ -56,32 +53,10 @@ __all__ = ["DEFAULT_FAILURE_DIR", "MongoObserver", "MongoWriteError"]
 logger = logging.getLogger("prefect_sacred.mongo")
 
 DEFAULT_MONGO_PRIORITY = 30
-# The fields a reattached observer takes over from the stored document (the rest is other tools').
-_OWN_FIELDS = (
-    "_id",
-    "experiment",
-    "format",
-    "command",
-    "host",
-    "start_time",
-    "config",
-    "meta",
-    "status",
-    "resources",
-    "artifacts",
-    "captured_out",
-    "captured_out_file",
-    "info",
-    "heartbeat",
-    "result",
-    "stop_time",
-    "fail_trace",
-)
-_UNFINISHED = {"RUNNING", "QUEUED"}
 MiB = 1024 * 1024
 
 
-class MongoObserver(RunObserver):
+class MongoObserver(RunWriting, RunObserver):
     """Records each run in a MongoDB database, in Sacred's format.
 
     Args:
@@ -101,6 +76,11 @@ class MongoObserver(RunObserver):
             larger value goes to GridFS and the document keeps a reference.
         metrics_chunk_points: Points per metric document before older points move to chunks.
         final_save_timeout: Seconds the final write keeps retrying before saving to a file.
+        save_on_final_failure: When the final write still fails after ``final_save_timeout``,
+            save the run to a file in ``failure_dir`` and raise :class:`MongoWriteError` naming
+            it (the default). ``False`` raises the write's own error and saves nothing: for a
+            wrapper that retries the final event and, when it gives up, saves the run through
+            :meth:`save_undelivered` (``QueuedMongoObserver``).
         **client_kwargs: Passed to ``pymongo.MongoClient`` (TLS files, ``authMechanism``, ...).
             ``serverSelectionTimeoutMS`` defaults to 5000: how long an unreachable server may
             delay the start.
@@ -124,6 +104,7 @@ class MongoObserver(RunObserver):
         value_limit: int = 4 * MiB,
         metrics_chunk_points: int = 100_000,
         final_save_timeout: float = 20.0,
+        save_on_final_failure: bool = True,
         **client_kwargs: Any,
     ) -> None:
         load_pymongo()
@@ -150,6 +131,7 @@ class MongoObserver(RunObserver):
         self.value_limit = value_limit
         self.metrics_chunk_points = metrics_chunk_points
         self.final_save_timeout = final_save_timeout
+        self.save_on_final_failure = save_on_final_failure
 
     def initialize(
         self,
@@ -175,10 +157,9 @@ class MongoObserver(RunObserver):
         self.value_limit = 4 * MiB
         self.metrics_chunk_points = 100_000
         self.final_save_timeout = 20.0
+        self.save_on_final_failure = True
         self.url = getattr(self, "url", None)
-        self._dump_on_final_failure = True
         self._offline = False
-        self._last_batch: Any = None
         self._indexed = False
         self._overwritten = False
         self.run_entry: dict[str, Any] = {}
@@ -276,10 +257,17 @@ class MongoObserver(RunObserver):
         return self._insert(_id)
 
     def heartbeat_event(
-        self, info: dict[str, Any], captured_out: str, beat_time: dt.datetime, result: Any
+        self,
+        info: dict[str, Any],
+        captured_out: str,
+        beat_time: dt.datetime,
+        result: Any,
+        output_delta: OutputDelta | None = None,
     ) -> None:
+        """Store the beat: the output the delta adds (``captured_out`` whole without one), ``info``,
+        the result, and whatever earlier writes still owe."""
         errors = self._retry_pending()
-        self._output.update(captured_out)
+        self._output.update(captured_out, output_delta)
         if not self._offline:
             try:
                 self._output.write()
@@ -331,6 +319,12 @@ class MongoObserver(RunObserver):
         metadata: dict[str, Any] | None = None,
         content_type: str | None = None,
     ) -> None:
+        """Store ``filename`` in GridFS as ``artifact://<runs>/<id>/<name>``.
+
+        Raises:
+            InvalidArtifactName: ``name`` is empty, absolute or has a ``..`` component.
+        """
+        check_artifact_name(name)
         self._files.add(("artifact", name, filename, metadata, content_type))
         self._raise_first(self._retry_pending())
 
@@ -340,10 +334,10 @@ class MongoObserver(RunObserver):
         if found is None:
             return False
         doc = self.runs.find_one({"_id": found}) or {}
-        if doc.get("status") not in _UNFINISHED:
+        if doc.get("status") not in UNFINISHED:
             return False
         self._begin(found)
-        self.run_entry = {key: doc[key] for key in _OWN_FIELDS if key in doc}
+        self.run_entry = {key: doc[key] for key in OWN_FIELDS if key in doc}
         if self._writer is not None:
             self._writer.load_existing()
         # The dead process kept the unfinished GridFS chunk of its output in memory only.
@@ -357,142 +351,24 @@ class MongoObserver(RunObserver):
             f"{server_address(self.url, self._client)}/{self.runs.database.name}.{self.runs.name}/{self._id}"
         )
 
-    # --- per-run state --------------------------------------------------------------------------
+    def save_undelivered(self, events: Sequence[PendingEvent], reason: str) -> str:
+        """Apply ``events`` to the run without writing to MongoDB, then save the run to a file.
 
-    def _begin(self, _id: Any) -> None:
-        """Reset per-run state. New objects, never mutation: a copied observer shares them."""
-        self._id = _id
-        self.run_entry = {}
-        self._dirty: set[str] = set()
-        self._files = RunFiles(self.runs.database, self.fs, self.runs.name, _id)
-        self._last_batch = None
-        self._output = CapturedOutput(self.runs.database, self.runs.name, _id, self.captured_out_limit)
-        self._writer: MetricWriter | None = None
-        if _id is not None and self.metrics is not None and self.metrics_chunks is not None:
-            self._writer = MetricWriter(self.metrics, self.metrics_chunks, _id, self.metrics_chunk_points)
+        A queue that gave up on MongoDB calls it after its worker stopped. The events (the final
+        one included) change the run in memory only, so the file (as :meth:`dump_failure`
+        writes it) holds the runs document as it would have been stored, with its final status
+        and the whole output, and the metric points and files not written yet.
 
-    def _set(self, key: str, value: Any) -> None:
-        self.run_entry[key] = value
-        self._dirty.add(key)
-
-    # --- writing ------------------------------------------------------------------------------
-
-    def _connect(self) -> None:
-        check_reachable(self.runs.database, server_address(self.url, self._client))
-        if not self._indexed:
-            self._indexed = True
-            create_indexes(self.runs.database, self.metrics)
-
-    def _insert(self, _id: Any) -> Any:
-        if self._overwritten:
-            _id = self.run_entry["_id"] = self._id
-            exists = True
-        elif _id is None:
-            _id, exists = insert_with_next_id(self.runs, self.run_entry), False
-        else:
-            exists = not insert_with_id(self.runs, self.run_entry, _id)
-        if exists:  # the overwritten run, or the queued run now starting: every field is new
-            self._dirty.update(self.run_entry)
-            self._save()
-        self._begin_run(_id)
-        return _id
-
-    def _begin_run(self, _id: Any) -> None:
-        entry, self._id = self.run_entry, _id
-        self._begin(_id)
-        self.run_entry = entry
-        if self._overwritten and self._writer is not None:
-            self._writer.load_existing()
-
-    def _save(self) -> None:
-        if not self._dirty or self._offline:
-            return
-        fields = {key: self.run_entry[key] for key in self._dirty if key in self.run_entry and key != "_id"}
-        self.runs.update_one({"_id": self._id}, {"$set": fields})
-        self._dirty.clear()
-
-    def _final_save(self) -> None:
-        deadline = time.monotonic() + self.final_save_timeout
-        while True:
-            errors = [] if self._offline else self._retry_pending()
-            if self._offline:
-                return
-            try:
-                if self._writer is not None:
-                    self._writer.flush()
-                self._output.write(final=True)
-                self._set("info", self._info_entry(None))
-                # Everything, with upsert: the document may have been lost with the server.
-                fields = {key: value for key, value in self.run_entry.items() if key != "_id"}
-                self.runs.update_one({"_id": self._id}, {"$set": fields}, upsert=True)
-                self._dirty.clear()
-                self._raise_first(errors)
-                return
-            except Exception as exc:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    if not self._dump_on_final_failure:
-                        raise
-                    path = self.dump_failure(f"{type(exc).__name__}: {redact(str(exc))[:300]}")
-                    message = f"could not write run {self._id} to MongoDB; the run is saved in {path}"
-                    logger.error("%s", message)
-                    raise MongoWriteError(message) from None
-                time.sleep(min(1.0, remaining))
-
-    def _retry_pending(self) -> list[Exception]:
-        """Write what is owed from earlier: metric points and files. Returns the errors, if any."""
-        errors: list[Exception] = []
-        if self._offline:
-            return errors
-        if self._writer is not None and self._writer.pending:
-            try:
-                self._writer.flush()
-            except Exception as exc:
-                errors.append(exc)
-        changed, upload_errors = self._files.upload(self.run_entry)
-        errors.extend(upload_errors)
-        if changed:
-            # Uploaded is done even if this save fails: the fields stay dirty for the next one.
-            self._dirty.update(changed)
-            try:
-                self._save()
-            except Exception as exc:
-                errors.append(exc)
-        return errors
-
-    @staticmethod
-    def _raise_first(errors: list[Exception]) -> None:
-        if errors:
-            raise errors[0]
-
-    # --- fields -------------------------------------------------------------------------------
-
-    def _info_entry(self, info: dict[str, Any] | None) -> Any:
-        """``flatten(info)`` plus ``info.metrics`` references, kept by us, not in the live dict."""
-        if info is None:  # final save: keep what the last beat stored, refresh the references
-            stored = self.run_entry.get("info") or {}
-        else:
-            stored = sanitize(flatten(info)) if info else {}
-        stored = with_metric_refs(stored, self._writer.refs if self._writer else {})
-        return stored if info is None else self._fit("info", stored, keep=("metrics",))
-
-    def _fit(self, field: str, value: Any, keep: tuple[str, ...] = ()) -> Any:
-        """``value``, or a reference to a GridFS copy when it would crowd the 16 MB document."""
-        import bson
-
-        size = len(bson.encode({"v": value}))
-        if size <= self.value_limit or self._offline:
-            return value
-        return self._files.spill(field, value, size, keep)
-
-    # --- failures -----------------------------------------------------------------------------
-
-    def dump_failure(self, reason: str) -> str:
-        """Save everything this run still owes MongoDB to a JSON file; returns its path."""
-        entry = {"_id": self._id, **self.run_entry}  # the file is named after the id
-        if self._output.text:
-            entry["captured_out"] = self._output.text
-        owed_metrics = self._writer.pending if self._writer else {}
-        return write_failure_file(
-            self.failure_dir, reason, self.runs, self.metrics, entry, owed_metrics, self._files.pending
-        )
+        Returns:
+            The path of the file.
+        """
+        with self._writes_held():
+            for event in events:
+                try:
+                    if getattr(event.method, "__self__", self) is self:
+                        event.deliver()
+                    else:  # an event bound to another object: apply it here, still without writing
+                        getattr(self, event.name)(*event.args, **event.kwargs)
+                except Exception:
+                    logger.warning("could not apply %s to the saved run", event.name, exc_info=True)
+        return self.dump_failure(reason)

@@ -1,13 +1,15 @@
 """The captured output of a Mongo run: the recent part in the runs document, all of it in GridFS.
 
 Sacred re-sends the whole output on every heartbeat and fails once the document passes 16 MB.
-Here, once the output is longer than ``limit`` characters, the runs document holds
+Here a heartbeat takes what the run's :class:`~prefect_sacred.observers.base.OutputDelta` says
+was added (the whole output only when earlier output was rewritten or no delta came), and once
+the output is longer than ``limit`` characters, the runs document holds
 
 * ``captured_out``: ``"[N earlier characters are in GridFS file captured_out://<runs>/<id>]\\n"``
   and then the last ``limit`` characters (what Omniboard shows);
 * ``captured_out_file``: the id of a GridFS file holding the output from its first character.
 
-The file grows by whole chunks only (``mongo_storage.AppendOnlyGridFile``), so a heartbeat at
+The file grows by whole chunks only (``storage.AppendOnlyGridFile``), so a heartbeat at
 20 MB of output costs about what it costs at none: one update of the runs document, plus one
 chunk per 255 KB of new output. Rewriting the chunk being filled on every beat would send up to
 255 KB more per beat. The bytes of that unfinished chunk wait in memory and are safe all the
@@ -24,27 +26,27 @@ import codecs
 import re
 from typing import Any
 
-from prefect_sacred.observers.mongo_storage import GRID_CHUNK, AppendOnlyGridFile
+from prefect_sacred.observers.base import OutputDelta
+from prefect_sacred.observers.mongo.storage import GRID_CHUNK, AppendOnlyGridFile
 
 __all__ = ["CapturedOutput", "read_captured_out"]
 
 _HEADER = "[{skipped} earlier characters are in GridFS file {filename}]\n"
 _HEADER_RE = re.compile(r"\[(\d+) earlier characters are in GridFS file [^\]\n]*\]\n")
-# Characters compared to tell output that grew from output a captured_out_filter rewrote.
-_CHECK = 4096
 _MIN_CHUNK = 16 * 1024
 
 
 class CapturedOutput:
     """One run's output, as the runs document fields and a GridFS file that grows.
 
-    :meth:`update` takes the output in memory, :meth:`write` stores what it added in GridFS (and
-    can be repeated after a failure), :meth:`changed_fields` gives what the document must show.
+    :meth:`update` takes the output in memory (what the run's delta adds, or the whole output),
+    :meth:`write` stores what it added in GridFS (and can be repeated after a failure),
+    :meth:`changed_fields` gives what the document must show.
 
-    The caller's output string is not kept from one beat to the next, only the new part of
-    each: holding it would make the run copy its whole output on the next append (the string is
-    no longer its alone) and free the old copy inside the next beat, both proportional to the
-    output's size.
+    The caller's output string is not kept from one beat to the next, only the new part of each
+    (copied when it is the whole string): holding it would make the run copy its whole output on
+    the next append (the string is no longer its alone) and free the old copy inside the next
+    beat, both proportional to the output's size.
     """
 
     def __init__(self, database: Any, runs_name: str, run_id: Any, limit: int) -> None:
@@ -58,7 +60,6 @@ class CapturedOutput:
         self.file: AppendOnlyGridFile | None = None
         self._parts: list[str] = []  # the output so far, in the pieces it came in
         self._length = 0  # characters in ``_parts``, all handed to ``file`` once it exists
-        self._check = ""  # the last characters of the output, to tell growth from a rewrite
         self._stale: list[AppendOnlyGridFile] = []  # files of rewritten output, to delete
         self._shown: dict[str, Any] = {"captured_out": "", "captured_out_file": None}
 
@@ -69,29 +70,39 @@ class CapturedOutput:
             self._parts = ["".join(self._parts)]
         return self._parts[0] if self._parts else ""
 
-    def update(self, captured_out: str) -> None:
-        """Take the output so far (in memory only)."""
-        length = self._length
-        grew = len(captured_out) >= length and captured_out[length - len(self._check) : length] == self._check
-        if grew and self.file is not None:
-            new = captured_out[length:]
-            self.file.append(new.encode("utf-8", errors="replace"))
-        else:
-            if self.file is not None:  # a captured_out_filter rewrote earlier output
+    def update(self, captured_out: str, delta: OutputDelta | None = None) -> None:
+        """Take the output so far (in memory only): ``delta`` appended, or ``captured_out`` whole.
+
+        ``delta`` is the run's account of what changed since the previous beat. When it
+        continues what is held here, only its text is taken and ``captured_out`` is not read;
+        otherwise (no delta, or a ``captured_out_filter`` rewrote earlier output) the output is
+        ``captured_out``, and a GridFS file holding the old one is replaced.
+        """
+        new = delta.appended_to(self._length) if delta is not None else None
+        if new is None:
+            if self.file is not None:
+                self.file.pending = bytearray()  # only its stored chunks are left, to delete
                 self._stale.append(self.file)
                 self.file = None
-            self._parts, new = [], captured_out
-            if len(captured_out) > self.limit:
-                self.file = AppendOnlyGridFile(
-                    self.database, self.filename, metadata={"run_id": self.run_id}, chunk_size=self.chunk_size
-                )
-                self.file.append(captured_out.encode("utf-8", errors="replace"))
-        if new:
-            self._parts.append(new)
+            self._parts, self._length = [], 0
+            new = captured_out
+        self._append(new, captured_out)
+
+    def _append(self, new: str, captured_out: str) -> None:
+        if not new:
+            return
+        # Pieces, never the caller's string itself: holding it would make the run copy its output.
+        self._parts.extend(_pieces(new) if new is captured_out else [new])
+        self._length += len(new)
+        if self.file is not None:
+            self.file.append(new.encode("utf-8", errors="replace"))
+        elif self._length > self.limit:
+            self.file = AppendOnlyGridFile(
+                self.database, self.filename, metadata={"run_id": self.run_id}, chunk_size=self.chunk_size
+            )
+            self.file.append(self.text.encode("utf-8", errors="replace"))
         if len(self._parts) > 256:  # joined once per 256 beats, not on every beat
             self._parts = ["".join(self._parts)]
-        self._length = len(captured_out)
-        self._check = captured_out[-_CHECK:]
 
     def write(self, final: bool = False) -> None:
         """Store the full chunks (with ``final``, all of the output) and delete replaced files."""
@@ -118,7 +129,7 @@ class CapturedOutput:
     def resume(self, doc: dict[str, Any]) -> None:
         """Continue the output stored by another process, so :meth:`write` can complete the file."""
         text = read_captured_out(self.database, doc)
-        self._parts, self._length, self._check = [text], len(text), text[-_CHECK:]
+        self._parts, self._length = [text], len(text)
         self._shown = {key: doc.get(key) for key in self._shown}
         if doc.get("captured_out_file") is None:
             return
@@ -173,3 +184,11 @@ def read_captured_out(database: Any, doc: dict[str, Any]) -> str:
     if len(stored) < skipped:  # the file lags the document: a run that died during an outage
         return f"{stored}[{skipped - len(stored)} characters were not stored]\n{tail}"
     return stored + tail[len(stored) - skipped :]
+
+
+def _pieces(text: str) -> list[str]:
+    """``text`` as new strings: two slices (one copy), not ``text`` itself."""
+    if len(text) < 2:
+        return [text]
+    half = len(text) // 2
+    return [text[:half], text[half:]]

@@ -13,7 +13,7 @@ import mimetypes
 import os
 from typing import Any
 
-from prefect_sacred.observers.mongo_storage import sanitize
+from prefect_sacred.observers.mongo.storage import sanitize
 from prefect_sacred.utils import md5_of_file
 
 __all__ = ["RunFiles", "put_once", "save_sources"]

@@ -17,7 +17,9 @@ from prefect_sacred.observers.registry import ObserverConfigError
 from prefect_sacred.utils import redact
 
 __all__ = [
+    "OWN_FIELDS",
     "RESERVED_COLLECTIONS",
+    "UNFINISHED",
     "check_reachable",
     "collection_names",
     "create_indexes",
@@ -40,6 +42,29 @@ RESERVED_COLLECTIONS = {
     "search_space",
     "search_spaces",
 }
+# The fields a reattached observer takes over from the stored document (the rest is other tools').
+OWN_FIELDS = (
+    "_id",
+    "experiment",
+    "format",
+    "command",
+    "host",
+    "start_time",
+    "config",
+    "meta",
+    "status",
+    "resources",
+    "artifacts",
+    "captured_out",
+    "captured_out_file",
+    "info",
+    "heartbeat",
+    "result",
+    "stop_time",
+    "fail_trace",
+)
+#: The statuses of a run that can still be finished (``reattach``).
+UNFINISHED = frozenset({"RUNNING", "QUEUED"})
 
 
 def load_pymongo() -> Any:

@@ -1,6 +1,6 @@
 """Storage helpers of the MongoObserver: key sanitizing, append-only GridFS files, metric chunks.
 
-Kept apart from :mod:`prefect_sacred.observers.mongo` so the observer reads as the event flow;
+Kept apart from :mod:`prefect_sacred.observers.mongo.observer` so it reads as the event flow;
 nothing here imports pymongo at module import.
 
 Metric chunking (how a metric with millions of points stays lossless and readable):
