@@ -34,10 +34,10 @@ GRID_CHUNK = 255 * 1024
 
 def valid_key(key: Any) -> str:
     """Sacred's ``force_valid_bson_key``: a leading ``$`` becomes ``@``, ``.`` becomes ``,``."""
-    key = str(key)
-    if key.startswith("$"):
-        key = "@" + key[1:]
-    return key.replace(".", ",").replace("\0", "")
+    text = str(key)
+    if text.startswith("$"):
+        text = "@" + text[1:]
+    return text.replace(".", ",").replace("\0", "")
 
 
 def sanitize(value: Any) -> Any:

@@ -70,14 +70,14 @@ def _create_engine(sa: Any, url: str, echo: bool) -> Any:
     # Writers take the database lock when their transaction begins (BEGIN IMMEDIATE): with
     # several processes, a deferred transaction upgrading to a write lock fails at once
     # ("database is locked") instead of waiting for the busy timeout.
-    @sa.event.listens_for(engine, "connect")
-    def _autocommit_driver(dbapi_connection: Any, record: Any) -> None:
+    def autocommit_driver(dbapi_connection: Any, record: Any) -> None:
         dbapi_connection.isolation_level = None
 
-    @sa.event.listens_for(engine, "begin")
-    def _begin_immediate(connection: Any) -> None:
+    def begin_immediate(connection: Any) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
+    sa.event.listen(engine, "connect", autocommit_driver)
+    sa.event.listen(engine, "begin", begin_immediate)
     return engine
 
 
