@@ -77,9 +77,13 @@ _started: dict[str, Backend] = {}
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Parametrize ``backend`` over tests/backends; a test class may prefix the test ids
+    (``backend_id_prefix = "queued_"`` gives ``[queued_file_storage]``), sharing the backends."""
     if "backend" in metafunc.fixturenames:
         names = [backend.name for backend in load_backends()]
-        metafunc.parametrize("backend", names, indirect=True, scope="session")
+        prefix = getattr(metafunc.cls, "backend_id_prefix", "")
+        ids = [f"{prefix}{name}" for name in names]
+        metafunc.parametrize("backend", names, ids=ids, indirect=True, scope="session")
 
 
 @pytest.fixture(scope="session")

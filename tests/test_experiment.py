@@ -32,8 +32,9 @@ def test_observers_run_in_descending_priority_and_the_first_id_wins() -> None:
         return 1
 
     run = ex.run()
-    assert high.events[0] == ("started_event", {"_id": None})
-    assert low.events[0] == ("started_event", {"_id": high.run["_id"]})
+    assert high.events[0][0] == low.events[0][0] == "started_event"
+    assert high.events[0][1]["_id"] is None
+    assert low.events[0][1]["_id"] == high.run["_id"]
     assert run._id == high.run["_id"] == low.run["_id"]
 
 
@@ -296,10 +297,27 @@ def test_an_artifact_name_escaping_the_run_is_refused_to_the_caller(tmp_path: An
     def main(_run: Any = None) -> None:
         _run.add_artifact(str(source), name="../../escape.bin")
 
-    with pytest.raises(ValueError, match="escapes the run directory"):
+    with pytest.raises(ValueError, match="not a relative path inside the run"):
         ex.run()
     assert not (tmp_path / "escape.bin").exists()
     assert memory.run["status"] == "FAILED"
+    assert memory.run["artifacts"] == []  # refused before any observer saw it
+
+
+def test_an_artifact_name_only_one_observer_refuses_is_stored_by_the_others(tmp_path: Any) -> None:
+    source = tmp_path / "model.bin"
+    source.write_bytes(b"1")
+    memory = InMemoryObserver()
+    ex = Experiment("artifacts")
+    ex.observers += [FileStorageObserver(tmp_path / "runs"), memory]
+
+    @ex.main
+    def main(_run: Any = None) -> None:
+        _run.add_artifact(str(source), name="run.json")
+
+    with pytest.raises(ValueError, match="would overwrite the observer's own file"):
+        ex.run()
+    assert [artifact["name"] for artifact in memory.run["artifacts"]] == ["run.json"]
 
 
 def test_capture_mode_no_records_no_output() -> None:

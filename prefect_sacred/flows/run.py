@@ -164,19 +164,20 @@ class Run:
         self._capture = start_capture(self.capture_mode)
         self.start_time = utcnow()
         self.status = "RUNNING"
-        if self.start_error is None:  # a setup error found before the start is kept
-            try:
-                self._id = self.fanout.started_event(
-                    ex_info=self.experiment_info,
-                    command=self.command,
-                    host_info=self.host_info,
-                    start_time=self.start_time,
-                    config=self.config,
-                    meta_info=self.meta_info,
-                    _id=self._id,
-                )
-            except ObserverError as exc:
-                self.start_error = exc
+        try:
+            self._id = self.fanout.started_event(
+                ex_info=self.experiment_info,
+                command=self.command,
+                host_info=self.host_info,
+                start_time=self.start_time,
+                config=self.config,
+                meta_info=self.meta_info,
+                _id=self._id,
+            )
+        except ObserverError as exc:
+            # A setup error found before the start (a bad deployment setting) is kept: the
+            # observers that did start record the run failing with it.
+            self.start_error = self.start_error or exc
         if self.start_error is not None:
             self.logger.error("%s", self.start_error)
             return

@@ -281,6 +281,9 @@ class QueueObserver(RunObserver):
                 )
                 failing_since = None
             self._done(event)
+            # Waiting for the next event must not hold this one: its captured_out would make
+            # the run copy its whole output on the next beat instead of appending in place.
+            del event
 
     def _done(self, event: PendingEvent) -> None:
         with self._condition:

@@ -73,7 +73,7 @@ class ObserverOption:
 _options: dict[str, ObserverOption] = {}
 _schemes: dict[str, ObserverFactory] = {}
 _plugins_loaded = threading.Event()
-_plugins_lock = threading.Lock()
+_plugins_lock = threading.RLock()  # a plugin may look up flags while it loads
 
 
 def load_observer_plugins() -> None:
@@ -102,9 +102,17 @@ def load_observer_plugins() -> None:
 def register_observer_option(
     short: str, long: str, metavar: str, help: str
 ) -> Callable[[ObserverFactory], ObserverFactory]:
-    """Decorator: ``factory(value)`` builds the observer for ``short/long VALUE``."""
+    """Decorator: ``factory(value)`` builds the observer for ``short/long VALUE``.
+
+    Raises:
+        ObserverConfigError: another observer has the flag already (a plugin naming it is then
+            left out, with a warning, and every other flag keeps working).
+    """
 
     def decorate(factory: ObserverFactory) -> ObserverFactory:
+        for option in _options.values():
+            if option.factory is not factory and (option.long == long or option.short == short):
+                raise ObserverConfigError(f"{short}/{long} is taken by {option.short}/{option.long}")
         _options[long] = ObserverOption(short, long, metavar, help, factory)
         return factory
 
@@ -112,9 +120,16 @@ def register_observer_option(
 
 
 def register_url_scheme(*schemes: str) -> Callable[[ObserverFactory], ObserverFactory]:
-    """Decorator: ``factory(url)`` builds the observer for URLs with one of ``schemes``."""
+    """Decorator: ``factory(url)`` builds the observer for URLs with one of ``schemes``.
+
+    Raises:
+        ObserverConfigError: another observer has one of the schemes already.
+    """
 
     def decorate(factory: ObserverFactory) -> ObserverFactory:
+        taken = [scheme for scheme in schemes if _schemes.get(scheme.lower(), factory) is not factory]
+        if taken:
+            raise ObserverConfigError(f"URL scheme(s) {', '.join(taken)} taken by another observer")
         for scheme in schemes:
             _schemes[scheme.lower()] = factory
         return factory

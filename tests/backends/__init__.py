@@ -1,8 +1,10 @@
 """Backends for the contract suite: one module per observer, each a ``Backend`` subclass.
 
-The contract suite (tests/contract/) runs the same run scenarios against every backend listed in
-``BACKENDS`` and reads each run back through ``Backend.record`` into a ``RunRecord``, so it never
-looks at a storage format; per-backend format tests live in tests/observers/.
+The contract suite (``prefect_sacred.testing.ObserverContractSuite``, subclassed in
+tests/contract/) runs the same run scenarios against every backend listed in ``BACKENDS`` and
+reads each run back through ``Backend.record`` into a ``RunRecord`` (re-exported here from
+``prefect_sacred.testing``), so it never looks at a storage format; per-backend format tests
+live in tests/observers/.
 
 To add a backend: write ``tests/backends/<name>.py`` with a subclass, and add its import path to
 ``BACKENDS``. A backend whose server is missing raises ``BackendUnavailable`` from ``start`` (a
@@ -11,12 +13,13 @@ skip on a developer machine, a failure under CI=true).
 
 from __future__ import annotations
 
-import datetime as dt
 import importlib
-from dataclasses import dataclass, field
 from typing import Any
 
 from prefect_sacred.observers.base import RunObserver
+from prefect_sacred.testing.records import RunRecord
+
+__all__ = ["BACKENDS", "Backend", "BackendUnavailable", "RunRecord", "load_backends"]
 
 BACKENDS = [
     "tests.backends.file_storage:FileStorageBackend",
@@ -30,28 +33,6 @@ BACKENDS = [
 
 class BackendUnavailable(RuntimeError):
     """The backend's server cannot be reached here; the message says how to start it."""
-
-
-@dataclass
-class RunRecord:
-    """A stored run, as every backend can report it."""
-
-    status: str
-    config: dict[str, Any]
-    info: dict[str, Any]
-    result: Any
-    captured_out: str
-    heartbeat: dt.datetime | None
-    start_time: dt.datetime | None
-    stop_time: dt.datetime | None
-    fail_trace: list[str] | None
-    #: ``{name: {"steps": [...], "values": [...]}}``
-    metrics: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
-    #: ``{artifact name: content}``
-    artifacts: dict[str, bytes] = field(default_factory=dict)
-    #: base names of the recorded resources
-    resources: list[str] = field(default_factory=list)
-    meta: dict[str, Any] = field(default_factory=dict)
 
 
 class Backend:

@@ -176,3 +176,26 @@ def test_an_artifact_the_observer_refuses_is_reported_not_retried_until_the_end(
     queue.join()  # no UndeliveredEvents: the refusal is final, the rest was delivered
     assert covered.artifact_event.call_count == 1
     assert covered.completed_event.call_count == 1
+
+
+def test_a_delivered_heartbeat_leaves_no_reference_to_the_output() -> None:
+    """Any reference kept past delivery makes the run copy its whole output on every beat."""
+    import sys
+    import time
+
+    store = DeltaStore()
+    queue = _queue(store)
+    queue.started_event()
+    output = "".join(["x"] * 100_000)  # a string object of its own
+    before = sys.getrefcount(output)
+    queue.heartbeat_event(
+        info={}, captured_out=output, beat_time=NOW, result=None, output_delta=OutputDelta(0, output)
+    )
+    deadline = time.monotonic() + 5
+    while (queue._events or queue._busy) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.05)  # the worker is back waiting for the next event
+    assert store.stored == output
+    store.stored = ""  # the double's own copy is not the queue's
+    assert sys.getrefcount(output) == before
+    queue.join()

@@ -12,23 +12,19 @@ Requires ``pip install 'prefect-sacred[sql]'``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import typing as _typing
 
-from prefect_sacred._lazy import lazy_attributes
-from prefect_sacred.observers.registry import (
-    ObserverConfigError,
-    register_observer_option,
-    register_url_scheme,
-)
+from prefect_sacred._lazy import lazy_attributes as _lazy_attributes
+from prefect_sacred.observers import registry as _registry
 
-if TYPE_CHECKING:
+if _typing.TYPE_CHECKING:
     from prefect_sacred.observers.base import ObserverLike
     from prefect_sacred.observers.sql.engine import SqlObserverError
     from prefect_sacred.observers.sql.observer import SqlObserver
 
 __all__ = ["SqlObserver", "SqlObserverError"]
 
-__getattr__ = lazy_attributes(
+__getattr__ = _lazy_attributes(
     __name__,
     {
         "SqlObserver": f"{__name__}.observer",
@@ -37,21 +33,21 @@ __getattr__ = lazy_attributes(
 )
 
 
-@register_observer_option("-s", "--sql", "DB_URL", "Add an SQL observer (any SQLAlchemy URL).")
+@_registry.register_observer_option("-s", "--sql", "DB_URL", "Add an SQL observer (any SQLAlchemy URL).")
 def _sql_option(value: str) -> ObserverLike:
     from prefect_sacred.observers.sql.observer import SqlObserver
 
     if not value.strip():
-        raise ObserverConfigError("DB_URL must not be empty")
+        raise _registry.ObserverConfigError("DB_URL must not be empty")
     if value.startswith("postgres://"):  # Heroku-style alias SQLAlchemy no longer accepts
         value = "postgresql://" + value[len("postgres://") :]
     try:
         return SqlObserver(value)
     except ImportError as exc:
-        raise ObserverConfigError(str(exc)) from None
+        raise _registry.ObserverConfigError(str(exc)) from None
 
 
-@register_url_scheme(
+@_registry.register_url_scheme(
     "sqlite",
     "postgresql",
     "postgresql+psycopg",

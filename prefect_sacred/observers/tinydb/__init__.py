@@ -10,16 +10,12 @@ Requires ``pip install 'prefect-sacred[tinydb]'``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import typing as _typing
 
-from prefect_sacred._lazy import lazy_attributes
-from prefect_sacred.observers.registry import (
-    ObserverConfigError,
-    register_observer_option,
-    register_url_scheme,
-)
+from prefect_sacred._lazy import lazy_attributes as _lazy_attributes
+from prefect_sacred.observers import registry as _registry
 
-if TYPE_CHECKING:
+if _typing.TYPE_CHECKING:
     from prefect_sacred.observers.base import ObserverLike
     from prefect_sacred.observers.tinydb.observer import TinyDbObserver
     from prefect_sacred.observers.tinydb.reader import TinyDbReader
@@ -32,7 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = ["TinyDbObserver", "TinyDbReader", "TinyFileRef", "TinyJsonStorage", "decode_value", "encode_value"]
 
-__getattr__ = lazy_attributes(
+__getattr__ = _lazy_attributes(
     __name__,
     {
         "TinyDbObserver": f"{__name__}.observer",
@@ -44,22 +40,22 @@ __getattr__ = lazy_attributes(
 )
 
 
-@register_observer_option("-t", "--tiny_db", "BASEDIR", "Add a TinyDB observer (Sacred's layout).")
+@_registry.register_observer_option("-t", "--tiny_db", "BASEDIR", "Add a TinyDB observer (Sacred's layout).")
 def _tinydb_option(value: str) -> ObserverLike:
     from prefect_sacred.observers.tinydb.observer import TinyDbObserver
 
     if not value.strip():
-        raise ObserverConfigError("BASEDIR must not be empty")
+        raise _registry.ObserverConfigError("BASEDIR must not be empty")
     try:
         return TinyDbObserver(value)
     except ImportError as exc:
-        raise ObserverConfigError(str(exc)) from None
+        raise _registry.ObserverConfigError(str(exc)) from None
 
 
-@register_url_scheme("tinydb")
+@_registry.register_url_scheme("tinydb")
 def _tinydb_url(url: str) -> ObserverLike:
     """``tinydb://./runs_db`` (relative) or ``tinydb:///abs/path``."""
     path = url[len("tinydb://") :]
     if not path:
-        raise ObserverConfigError("tinydb:// URL without a path")
+        raise _registry.ObserverConfigError("tinydb:// URL without a path")
     return _tinydb_option(path)

@@ -1,4 +1,8 @@
-"""An experiment script run from the command line by the contract tests."""
+"""An experiment run from the command line by the contract suite.
+
+``python cli.py with mode=sigterm -F runs``: ``mode`` is ``complete``, ``fail``, ``sigterm``
+(the process sends itself SIGTERM) or ``sigint`` (Ctrl-C). Observers come from the flags.
+"""
 
 import os
 import signal

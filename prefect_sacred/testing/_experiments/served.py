@@ -1,4 +1,4 @@
-"""An experiment served as a deployment by the contract tests.
+"""An experiment served as a deployment by the contract suite: ``python served.py NAME``.
 
 Its observers come from PREFECT_SACRED_OBSERVERS, the deployment setting, in the serve process
 and in every flow-run process alike.

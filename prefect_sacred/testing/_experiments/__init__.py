@@ -1,0 +1,1 @@
+"""Experiment scripts the contract suite runs in subprocesses (by path, with its own cwd)."""
