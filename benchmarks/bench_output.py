@@ -34,28 +34,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from prefect_sacred.flows.run import Run
 from prefect_sacred.observers.file_storage import FileStorageObserver
 from prefect_sacred.observers.queue import QueueObserver
+from tests.support import InjectedOutput
 
 CHUNK = 64 * 1024
 MB = 2**20
-
-
-class _InjectedOutput:
-    """Stands in for fd capture: ``read`` returns what the benchmark put there."""
-
-    mode = "injected"
-
-    def __init__(self) -> None:
-        self.pending = ""
-
-    def read(self) -> str:
-        text, self.pending = self.pending, ""
-        return text
-
-    def stop(self) -> None:
-        pass
-
-    def bind(self) -> None:
-        return None
 
 
 def through_run(
@@ -75,7 +57,7 @@ def through_run(
     run.start()
     if run.start_error is not None:
         raise run.start_error
-    capture = run._capture = _InjectedOutput()  # type: ignore[assignment]
+    capture = run._capture = InjectedOutput()  # type: ignore[assignment]
     times: dict[int, list[float]] = {}
     for size in sizes:
         while len(run.captured_out) < size * MB:

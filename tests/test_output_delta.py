@@ -10,25 +10,7 @@ import pytest
 from prefect_sacred.flows.capture import apply_backspaces_and_linefeeds
 from prefect_sacred.flows.run import Run, common_prefix_length
 from prefect_sacred.observers.base import OutputDelta, RunObserver
-
-
-class InjectedOutput:
-    """Stands in for fd capture: ``read`` returns what the test put there."""
-
-    mode = "injected"
-
-    def __init__(self) -> None:
-        self.pending = ""
-
-    def read(self) -> str:
-        text, self.pending = self.pending, ""
-        return text
-
-    def stop(self) -> None:
-        pass
-
-    def bind(self) -> None:
-        return None
+from tests.support import InjectedOutput
 
 
 class DeltaRecorder(RunObserver):
