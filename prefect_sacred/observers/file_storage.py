@@ -26,6 +26,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,8 @@ class FileStorageObserver(RunObserver):
             of each run (default ``basedir/template.html`` if that file exists).
         priority: Observers are called in descending priority; the first id returned wins.
         copy_artifacts: Copy artifacts into the run directory (otherwise only record names).
+            As in Sacred, when it is off a resource inside ``basedir`` is not copied either: it
+            is recorded as ``[filename, filename]``.
         copy_sources: Copy sources into ``source_dir`` (otherwise record their paths).
     """
 
@@ -94,8 +97,20 @@ class FileStorageObserver(RunObserver):
 
     @classmethod
     def create(cls, basedir: str | os.PathLike[str], **kwargs: Any) -> FileStorageObserver:
-        """Sacred's alternative constructor."""
+        """Sacred's deprecated alternative constructor (warns as Sacred's does)."""
+        warnings.warn(
+            "FileStorageObserver.create(...) is deprecated. Please use FileStorageObserver(...) instead.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         return cls(basedir, **kwargs)
+
+    def __eq__(self, other: object) -> bool:
+        """Sacred's equality: observers writing into the same ``basedir`` are equal."""
+        return isinstance(other, FileStorageObserver) and self.basedir == other.basedir
+
+    def __hash__(self) -> int:
+        return hash(self.basedir)
 
     # --- events -------------------------------------------------------------------------------
 
@@ -192,7 +207,10 @@ class FileStorageObserver(RunObserver):
         self._finish()
 
     def resource_event(self, filename: str) -> None:
-        stored = self._store_content_addressed(filename, self.resource_dir)
+        if not self.copy_artifacts and _is_below(filename, self.basedir):
+            stored = filename  # Sacred's find_or_save: already kept beside the runs, not copied
+        else:
+            stored = self._store_content_addressed(filename, self.resource_dir)
         entry = [filename, stored]
         if entry not in self.run_entry["resources"]:
             self.run_entry["resources"].append(entry)
@@ -214,6 +232,8 @@ class FileStorageObserver(RunObserver):
         self._write_json("run.json", self.run_entry)
 
     def reattach(self, _id: Any) -> bool:
+        if _id is None:  # a run no storage observer gave an id is not in this one
+            return False
         run_dir = os.path.join(self.basedir, _single_component(_id))
         try:
             with open(os.path.join(run_dir, "run.json"), encoding="utf-8") as handle:
@@ -363,6 +383,11 @@ class FileStorageObserver(RunObserver):
             os.makedirs(directory, exist_ok=True)
             copy_atomic(filename, target)
         return target
+
+
+def _is_below(filename: str, directory: str) -> bool:
+    """Whether ``filename`` is inside ``directory`` (symbolic links resolved, as Sacred does)."""
+    return Path(filename).resolve().is_relative_to(Path(directory).resolve())
 
 
 def _single_component(_id: Any) -> str:

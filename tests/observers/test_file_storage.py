@@ -511,6 +511,43 @@ def test_copy_artifacts_false_records_the_name_only(
     assert _run_json(observer)["artifacts"] == ["model.bin"]
 
 
+def test_copy_artifacts_false_records_a_resource_inside_basedir_in_place(
+    basedir: Path, sources: dict[str, Any], tmp_path: Path
+) -> None:
+    """Sacred's ``find_or_save``: a resource below ``basedir`` is not copied when
+    ``copy_artifacts`` is off; one outside it still is."""
+    observer = FileStorageObserver(basedir, copy_artifacts=False)
+    _start(observer, sources)
+    inside = basedir / "data" / "inside.csv"
+    inside.parent.mkdir()
+    inside.write_text("1,2\n")
+    outside = tmp_path / "outside.csv"
+    outside.write_text("3,4\n")
+    observer.resource_event(filename=str(inside))
+    observer.resource_event(filename=str(outside))
+    stored = basedir / "_resources" / f"outside_{_md5(outside)}.csv"
+    assert _run_json(observer)["resources"] == [
+        [str(inside), str(inside)],
+        [str(outside), str(stored)],
+    ]
+    assert os.listdir(basedir / "_resources") == [stored.name]
+
+
+def test_create_is_sacreds_deprecated_constructor(basedir: Path) -> None:
+    with pytest.warns(DeprecationWarning, match=r"FileStorageObserver\.create\(\.\.\.\) is deprecated"):
+        observer = FileStorageObserver.create(basedir, priority=3)
+    assert observer.basedir == str(basedir) and observer.priority == 3
+
+
+def test_observers_on_one_basedir_compare_and_hash_equal(basedir: Path, tmp_path: Path) -> None:
+    """Sacred compares by ``basedir``: "is this observer attached already" checks keep working."""
+    first, second = FileStorageObserver(basedir), FileStorageObserver(str(basedir), priority=1)
+    assert first == second and hash(first) == hash(second)
+    assert not first != second  # noqa: SIM202 (Sacred's tests check __ne__ too)
+    assert second in [first] and len({first, second}) == 1
+    assert first != FileStorageObserver(tmp_path / "other") and first != "foo"
+
+
 @pytest.mark.parametrize(
     "name",
     ["../x", "../../x", "sub/../../x", "ABSOLUTE", "run.json", "cout.txt", "metrics.json",

@@ -212,3 +212,42 @@ def test_an_artifact_name_leaving_the_run_is_refused(
         observer.artifact_event(name=name, filename=str(data))
     observer.artifact_event(name="plots/ok.txt", filename=str(data))
     assert [a["name"] for a in db.runs.find_one({"_id": run_id})["artifacts"]] == ["plots/ok.txt"]
+
+
+def test_a_fail_trace_given_as_a_string_is_stored_as_one_line(
+    server: MongoWireServer, db: Any, tmp_path: Path
+) -> None:
+    """A string is one element of the list, not a list of characters."""
+    trace = "lots of errors and\nso\non..."
+    for given, stored in [(trace, [trace]), ([trace], [trace]), (("a\n", "b\n"), ["a\n", "b\n"])]:
+        observer = MongoObserver(url=server.uri)
+        run_id = start(observer, tmp_path)
+        observer.failed_event(fail_time=NOW, fail_trace=given)  # type: ignore[arg-type]
+        assert db.runs.find_one({"_id": run_id})["fail_trace"] == stored
+
+
+def test_create_refuses_a_client_that_is_not_a_mongo_client(server: MongoWireServer) -> None:
+    """As Sacred's: a pymongo ``MongoClient`` or mongomock's, the documented test double."""
+    import mongomock
+
+    for observer_class in (MongoObserver, QueuedMongoObserver):
+        for client in ("mongodb://localhost", object(), pymongo.MongoClient(server.uri)["sacred"]):
+            with pytest.raises(ValueError, match=r"client needs to be a pymongo\.MongoClient"):
+                observer_class.create(client=client)
+    with pytest.warns(DeprecationWarning, match=r"MongoObserver\.create\(\.\.\.\) is deprecated"):
+        observer = MongoObserver.create(client=pymongo.MongoClient(server.uri), db_name="given")
+    assert observer.runs.full_name == "given.runs"
+    with pytest.warns(DeprecationWarning, match=r"QueuedMongoObserver\.create\(\.\.\.\) is deprecated"):
+        queued = QueuedMongoObserver.create(client=pymongo.MongoClient(server.uri), join_timeout=1.0)
+    assert queued.covered_observer.runs.full_name == "sacred.runs"  # type: ignore[attr-defined]
+    assert MongoObserver(client=mongomock.MongoClient(), db_name="mocked").runs.full_name == "mocked.runs"
+
+
+def test_observers_on_one_runs_collection_compare_and_hash_equal(server: MongoWireServer) -> None:
+    """As Sacred's: "is this observer attached already" checks in users' code keep working."""
+    first = MongoObserver(url=server.uri)
+    second = MongoObserver.create_from(first.runs, first.fs)
+    assert first == second and hash(first) == hash(second)
+    assert not first != second  # noqa: SIM202 (Sacred's tests check __ne__ too)
+    assert second in [first] and len({first, second}) == 1
+    assert first != MongoObserver(url=server.uri, collection_prefix="other") and first != "foo"

@@ -51,6 +51,17 @@ def test_queued_events_forward_positional_and_keyword_arguments(event: str) -> N
     assert (name, args, kwargs) == (event, ("args",), {"kwds": "kwargs"})
 
 
+def test_queued_event_forwards_its_arguments_and_the_wrapped_observer_has_sacreds_name() -> None:
+    covered = mock.MagicMock()
+    queue = _queue(covered)
+    assert queue.covered_observer is covered and queue._covered_observer is covered
+    queue.queued_event("args", kwds="kwargs")
+    assert covered.method_calls[0] == mock.call.queued_event("args", kwds="kwargs")
+    queue.started_event()
+    assert queue._worker is not None and queue._worker.is_alive()  # Sacred's tests check it
+    queue.join()
+
+
 def test_log_metrics_keeps_the_events_signature() -> None:
     queue = _queue(mock.MagicMock())
     queue.started_event()

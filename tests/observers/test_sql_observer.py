@@ -319,6 +319,58 @@ def test_a_sacred_style_beat_without_a_delta_stores_the_whole_output(db_url: str
     assert _stored_output(observer, _id) == "other\nmore\n"
 
 
+def _raw_captured_out(observer: SqlObserver, _id: Any) -> str | None:
+    with observer.engine.connect() as conn:
+        query = sa.select(sql_schema.run.c.captured_out).where(sql_schema.run.c.run_id == str(_id))
+        return conn.execute(query).scalar_one()  # type: ignore[no-any-return]
+
+
+def test_captured_out_is_null_until_the_first_beat_and_appending_to_null_works(
+    db_url: str, tmp_path: Path
+) -> None:
+    """Sacred leaves ``captured_out`` NULL at the start: ``IS NULL`` means "never beat"."""
+    observer = SqlObserver(db_url)
+    _id = start(observer, tmp_path)
+    assert _raw_captured_out(observer, _id) is None
+    _beat(observer, "", OutputDelta(0, ""))  # a beat without output: no longer "never beat"
+    assert _raw_captured_out(observer, _id) == ""
+    _beat(observer, "one\n", OutputDelta(0, "one\n"))
+    assert _raw_captured_out(observer, _id) == "one\n"
+    # The first beat appends straight onto NULL, with a delta or (Sacred's callers) without.
+    for delta in (OutputDelta(0, "first\n"), None):
+        other = SqlObserver(db_url)
+        other_id = start(other, tmp_path)
+        assert _raw_captured_out(other, other_id) is None
+        _beat(other, "first\n", delta)
+        assert _raw_captured_out(other, other_id) == "first\n"
+    queued = SqlObserver(db_url)
+    queued_id = queued.queued_event(
+        ex_info=ex_info(tmp_path), command="train", host_info=HOST, queue_time=T1, config={},
+        meta_info={}, _id=None,
+    )
+    start(queued, tmp_path, _id=queued_id)
+    assert _raw_captured_out(queued, queued_id) is None
+    queued.completed_event(stop_time=T2, result=None)  # a run that never beat stays NULL
+    assert _raw_captured_out(queued, queued_id) is None
+
+
+def test_observers_compare_equal_by_engine_url_and_session(tmp_path: Path) -> None:
+    """As Sacred's: "is this observer attached already" checks in users' code keep working."""
+    import sqlalchemy.orm
+
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    first, second = SqlObserver(url), SqlObserver(url, priority=1)
+    assert first == second and hash(first) == hash(second)
+    assert not first != second  # noqa: SIM202 (Sacred's tests check __ne__ too)
+    assert second in [first] and len({first, second}) == 1
+    assert first != SqlObserver(f"sqlite:///{tmp_path / 'other.db'}") and first != "foo"
+    with sqlalchemy.orm.Session(first.engine) as session, sqlalchemy.orm.Session(first.engine) as another:
+        on_session = SqlObserver.create_from(first.engine, session)
+        assert on_session == SqlObserver.create_from(None, session)
+        assert hash(on_session) == hash(SqlObserver.create_from(None, session))
+        assert on_session != SqlObserver.create_from(first.engine, another)
+
+
 def test_long_output_is_spread_over_rows_while_live_and_gathered_at_the_end(
     db_url: str, tmp_path: Path
 ) -> None:

@@ -7,6 +7,7 @@ import datetime as dt
 import hashlib
 import json
 import multiprocessing
+import re
 import subprocess
 import sys
 import textwrap
@@ -427,3 +428,73 @@ def test_metrics_survive_a_journal_line_cut_short_by_a_crash(tmp_path: Path) -> 
     later.log_metrics({"loss": {"steps": [1], "values": [0.5], "timestamps": [T2]}}, {})
     metrics = TinyDbReader(root).fetch_metrics(indices=-1)[0]
     assert metrics == {"loss": {"steps": [0, 1], "values": [1.0, 0.5], "timestamps": [T1, T2]}}
+
+
+def test_search_and_the_runs_table_give_files_as_sacreds_do(tmp_path: Path) -> None:
+    """Sacred decodes ``{TinyFile}`` into open files: ``record["artifacts"][0][3].read()``.
+    Ours are opened at their first use, so reading records opens no file."""
+    import copy
+    import io
+
+    root = tmp_path / "runs_db"
+    observer = TinyDbObserver(root)
+    observer.started_event(
+        ex_info=ex_info(tmp_path), command="run", host_info=HOST, start_time=T1, config={},
+        meta_info={}, _id=None,
+    )
+    data = tmp_path / "data.csv"
+    data.write_bytes(b"a,b\n")
+    model = tmp_path / "model.bin"
+    model.write_bytes(b"\x00weights")
+    observer.resource_event(filename=str(data))
+    observer.artifact_event(name="model.bin", filename=str(model))
+    assert len(observer.runs.search(Query().status == "RUNNING")) == 1
+    observer.completed_event(stop_time=T2, result=None)
+    assert observer.runs.search(Query().status == "RUNNING") == []  # no stale query cache
+    md5 = hashlib.md5(b"\x00weights").hexdigest()
+
+    reader = TinyDbReader(root)
+    records = [reader.search(Query().status == "COMPLETED")[0] for _ in range(50)]
+    # Nothing opened, nothing read (a count of the process's fds was flaky: other threads).
+    assert all(entry[3].raw._file is None for record in records for entry in record["artifacts"])
+    (record,) = records[:1]
+    artifact = record["artifacts"][0][3]
+    assert isinstance(artifact, io.BufferedReader) and artifact.hash == md5
+    assert artifact.name.endswith(md5[6:]) and artifact.mode == "rb"
+    with artifact:
+        assert artifact.read() == b"\x00weights"
+    assert artifact.closed
+    source = record["experiment"]["sources"][0][2]
+    assert isinstance(source, io.BufferedReader)
+    with source, copy.deepcopy(record)["resources"][0][2] as resource:
+        assert source.read() == b"print('exp')\n" and resource.read() == b"a,b\n"
+    # The observer's own table decodes them the same way, and writing keeps Sacred's tags.
+    stored = observer.runs.get(doc_id=1)
+    with stored["artifacts"][0][3] as handle:
+        assert handle.read() == b"\x00weights"
+    TinyDbObserver(root).reattach(record["_id"])  # reads and leaves the file as it was
+    text = (root / "metadata.json").read_text()
+    assert f'{{TinyFile}}:\\"{md5}\\"' in text
+
+
+def test_create_is_sacreds_deprecated_constructor(tmp_path: Path) -> None:
+    message = "TinyDbObserver.create(...) is deprecated. Please use TinyDbObserver(...) instead."
+    with pytest.warns(DeprecationWarning, match=re.escape(message)):
+        observer = TinyDbObserver.create(path=str(tmp_path / "foo"))
+    assert observer.root == str(tmp_path / "foo")
+    with pytest.warns(DeprecationWarning):
+        assert TinyDbObserver.create(tmp_path / "bar", None).root == str(tmp_path / "bar")
+
+
+def test_observers_on_one_path_compare_and_hash_equal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As Sacred's: "is this observer attached already" checks in users' code keep working."""
+    first = TinyDbObserver(tmp_path / "db")
+    second = TinyDbObserver(str(tmp_path / "db"), priority=2)
+    assert first == second and hash(first) == hash(second)
+    assert not first != second  # noqa: SIM202 (Sacred's tests check __ne__ too)
+    assert second in [first] and len({first, second}) == 1
+    monkeypatch.chdir(tmp_path)
+    assert TinyDbObserver("db") == first  # the path is made absolute when the observer is built
+    assert first != TinyDbObserver(tmp_path / "other") and first != "foo"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 from typing import Any
 
 from prefect_sacred.observers.registry import ObserverConfigError
@@ -20,6 +21,7 @@ __all__ = [
     "OWN_FIELDS",
     "RESERVED_COLLECTIONS",
     "UNFINISHED",
+    "check_client",
     "check_reachable",
     "collection_names",
     "create_indexes",
@@ -91,6 +93,22 @@ def make_client(url: str | None, client_kwargs: dict[str, Any]) -> Any:
         raise ObserverConfigError(
             f"invalid MongoDB connection {redact(str(url))!r}: {redact(str(exc))}"
         ) from None
+
+
+def check_client(client: Any) -> None:
+    """Refuse, as Sacred does, a ``client`` that is not a ``pymongo.MongoClient``.
+
+    mongomock's ``MongoClient``, the test double, is taken too (when mongomock is imported).
+
+    Raises:
+        ValueError: ``client`` is something else (a URL string, a database, ...).
+    """
+    clients: tuple[type, ...] = (load_pymongo().MongoClient,)
+    mongomock = sys.modules.get("mongomock")
+    if mongomock is not None:
+        clients += (mongomock.MongoClient,)
+    if not isinstance(client, clients):
+        raise ValueError(f"client needs to be a pymongo.MongoClient, but is {type(client)} instead")
 
 
 def collection_names(collection: str, collection_prefix: str) -> tuple[str, str]:

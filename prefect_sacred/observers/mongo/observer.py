@@ -27,6 +27,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,6 +36,7 @@ from prefect_sacred.observers.mongo.connect import (
     OWN_FIELDS,
     RESERVED_COLLECTIONS,
     UNFINISHED,
+    check_client,
     collection_names,
     find_run_id,
     load_pymongo,
@@ -67,7 +69,8 @@ class MongoObserver(RunWriting, RunObserver):
         collection_prefix: ``p`` stores runs in ``p_runs`` and metrics in ``p_metrics``.
         overwrite: The ``_id`` of an existing run to record this run into.
         priority: Observers are called in descending priority; the first id returned wins.
-        client: A ready ``pymongo.MongoClient`` (instead of ``url`` and client arguments).
+        client: A ready ``pymongo.MongoClient`` (instead of ``url`` and client arguments), or
+            mongomock's ``MongoClient`` in tests.
         failure_dir: Where a run is saved when its final write fails (default
             ``~/.prefect_sacred/mongo_failures``).
         captured_out_limit: Characters of output kept in the runs document; beyond it the
@@ -111,6 +114,7 @@ class MongoObserver(RunWriting, RunObserver):
         import gridfs
 
         if client is not None:
+            check_client(client)
             if url is not None:
                 raise ValueError("Cannot pass both a client and a url.")
         else:
@@ -184,7 +188,12 @@ class MongoObserver(RunWriting, RunObserver):
 
     @classmethod
     def create(cls, *args: Any, **kwargs: Any) -> MongoObserver:
-        """Sacred's deprecated alias of the constructor."""
+        """Sacred's deprecated alias of the constructor (warns as Sacred's does)."""
+        warnings.warn(
+            "MongoObserver.create(...) is deprecated. Please use MongoObserver(...) instead.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         return cls(*args, **kwargs)
 
     def __eq__(self, other: object) -> bool:
@@ -305,7 +314,9 @@ class MongoObserver(RunWriting, RunObserver):
     def failed_event(self, fail_time: dt.datetime, fail_trace: list[str]) -> None:
         self._set("stop_time", fail_time)
         self._set("status", "FAILED")
-        self._set("fail_trace", cap_trace(list(fail_trace)))
+        # A string (Sacred's tests, users' code) is one line of the trace, not its characters.
+        lines = [fail_trace] if isinstance(fail_trace, str) else list(fail_trace)
+        self._set("fail_trace", cap_trace(lines))
         self._final_save()
 
     def resource_event(self, filename: str) -> None:
@@ -329,6 +340,8 @@ class MongoObserver(RunWriting, RunObserver):
         self._raise_first(self._retry_pending())
 
     def reattach(self, _id: Any) -> bool:
+        if _id is None:  # a run no storage observer gave an id is not in this one
+            return False
         self._connect()
         found = find_run_id(self.runs, _id)
         if found is None:

@@ -11,6 +11,7 @@ with its final status, to one file.
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any
 
 from prefect_sacred.observers.mongo.observer import DEFAULT_MONGO_PRIORITY, MongoObserver
@@ -82,5 +83,10 @@ class QueuedMongoObserver(QueueObserver):
 
     @classmethod
     def create(cls, *args: Any, **kwargs: Any) -> QueuedMongoObserver:
-        """Sacred's deprecated alias of the constructor."""
+        """Sacred's deprecated alias of the constructor (warns as Sacred's does)."""
+        warnings.warn(
+            "QueuedMongoObserver.create(...) is deprecated. Please use QueuedMongoObserver(...) instead.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         return cls(*args, **kwargs)

@@ -82,6 +82,8 @@ class SqlObserver(RunObserver):
         self.url = url
         self.priority = priority
         self.engine = engine_for_url(url, echo)
+        #: The session given to :meth:`create_from` (Sacred's attribute; events do not use it).
+        self.session: Any = None
         self._reset(None)
 
     @classmethod
@@ -91,8 +93,10 @@ class SqlObserver(RunObserver):
         Args:
             engine: The SQLAlchemy engine to write through.
             session: Accepted for Sacred compatibility; when ``engine`` is None its bind is
-                used. Events use their own short transactions on ``engine``, so that heartbeats
-                from the heartbeat thread commit independently of the caller's session.
+                used. Kept as ``session``: observers compare equal, as Sacred's, when their
+                engine URLs and sessions are. Events use their own short transactions on
+                ``engine``, so that heartbeats from the heartbeat thread commit independently
+                of the caller's session.
             priority: Observer priority.
         """
         sqlalchemy_module()
@@ -104,8 +108,18 @@ class SqlObserver(RunObserver):
         observer.url = engine.url.render_as_string(hide_password=False)
         observer.priority = priority
         observer.engine = engine
+        observer.session = session
         observer._reset(None)
         return observer
+
+    def __eq__(self, other: object) -> bool:
+        """Sacred's equality: the same database (engine URL) and the same session."""
+        if not isinstance(other, SqlObserver):
+            return False
+        return bool(self.engine.url == other.engine.url and self.session == other.session)
+
+    def __hash__(self) -> int:
+        return hash(self.engine.url)
 
     # --- events -------------------------------------------------------------------------------
 
@@ -134,7 +148,8 @@ class SqlObserver(RunObserver):
         _id: Any,
     ) -> Any:
         values = _run_values(command, config, meta_info)
-        values.update(status="RUNNING", start_time=start_time, captured_out="", info=json.dumps({}))
+        # captured_out stays NULL until the first beat, as Sacred leaves it ("never beat").
+        values.update(status="RUNNING", start_time=start_time, info=json.dumps({}))
         return self._create_run(values, _id, ex_info, host_info)
 
     def log_metrics(self, metrics_by_name: dict[str, dict[str, list[Any]]], info: dict[str, Any]) -> None:
@@ -214,6 +229,8 @@ class SqlObserver(RunObserver):
             self._update({})
 
     def reattach(self, _id: Any) -> bool:
+        if _id is None:  # a run no storage observer gave an id is not in this one
+            return False
         from prefect_sacred.observers.sql import schema as t
 
         sa = sqlalchemy_module()

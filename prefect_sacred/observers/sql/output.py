@@ -1,8 +1,9 @@
 """A run's captured output in the SQL tables: appended beat by beat, gathered at the end.
 
 The output is ``run.captured_out`` followed by the ``run_output`` rows in ``seq`` order, at any
-time. Appending to a cell makes the database rewrite the whole cell (SQLite, PostgreSQL's TOAST
-and MySQL alike: 135 ms a beat at 20 MB on SQLite), so while the run is live
+time; ``run.captured_out`` is NULL until the first beat, as Sacred leaves it, and appending
+treats NULL as empty. Appending to a cell makes the database rewrite the whole cell (SQLite,
+PostgreSQL's TOAST and MySQL alike: 135 ms a beat at 20 MB on SQLite), so while the run is live
 ``run.captured_out`` holds the first ``LIVE_CELL`` bytes and the rest goes to ``run_output``
 rows of about ``ROW`` bytes: a beat costs what is new, plus at most one such cell.
 :func:`gather_output` moves it all into ``run.captured_out`` at the end of the run, where
@@ -62,6 +63,10 @@ def append_output(
         conn.execute(run.update().where(run.c.run_id == run_key).values(captured_out=""))
         conn.execute(rows.delete().where(rows.c.run_id == run_key))
         chars, cout_bytes, seq, row_bytes, new = 0, 0, 0, 0, captured_out
+    elif not new and cout_bytes == 0 and seq == 0:
+        # A beat without output still ends "never beat": the NULL left by started_event becomes ''.
+        unset = run.update().where(run.c.run_id == key).values(captured_out=_coalesce(run.c.captured_out))
+        conn.execute(unset, {"key": run_key})
     cell = min(cell_limit, LIVE_CELL)
     # Text goes in execution parameters, never into a statement: SQLAlchemy keeps the first
     # statement of each shape in its compiled cache, and with it the values it was built with.

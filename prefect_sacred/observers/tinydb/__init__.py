@@ -20,13 +20,22 @@ if _typing.TYPE_CHECKING:
     from prefect_sacred.observers.tinydb.observer import TinyDbObserver
     from prefect_sacred.observers.tinydb.reader import TinyDbReader
     from prefect_sacred.observers.tinydb.storage import (
+        TinyFile,
         TinyFileRef,
         TinyJsonStorage,
         decode_value,
         encode_value,
     )
 
-__all__ = ["TinyDbObserver", "TinyDbReader", "TinyFileRef", "TinyJsonStorage", "decode_value", "encode_value"]
+__all__ = [
+    "TinyDbObserver",
+    "TinyDbReader",
+    "TinyFile",
+    "TinyFileRef",
+    "TinyJsonStorage",
+    "decode_value",
+    "encode_value",
+]
 
 __getattr__ = _lazy_attributes(
     __name__,
@@ -34,7 +43,8 @@ __getattr__ = _lazy_attributes(
         "TinyDbObserver": f"{__name__}.observer",
         "TinyDbReader": f"{__name__}.reader",
         **dict.fromkeys(
-            ("TinyFileRef", "TinyJsonStorage", "decode_value", "encode_value"), f"{__name__}.storage"
+            ("TinyFile", "TinyFileRef", "TinyJsonStorage", "decode_value", "encode_value"),
+            f"{__name__}.storage",
         ),
     },
 )

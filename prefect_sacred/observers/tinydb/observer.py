@@ -40,6 +40,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import uuid
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -80,7 +81,23 @@ class TinyDbObserver(RunObserver):
         self.priority = priority
         self._db: Any = None
         self._fs: Any = None
+        self._plain_db: Any = None
         self._reset(None, None)
+
+    @classmethod
+    def create(
+        cls, path: str | os.PathLike[str] = "./runs_db", overwrite: Any = None, priority: int = 0
+    ) -> TinyDbObserver:
+        """Sacred's deprecated alternative constructor (warns as Sacred's does).
+
+        ``overwrite`` is accepted and ignored, as Sacred's TinyDbObserver ignores it.
+        """
+        warnings.warn(
+            "TinyDbObserver.create(...) is deprecated. Please use TinyDbObserver(...) instead.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return cls(path, priority=priority)
 
     @classmethod
     def create_from(
@@ -98,9 +115,16 @@ class TinyDbObserver(RunObserver):
         observer = cls.__new__(cls)
         observer.root = os.path.abspath(root or os.path.dirname(os.path.abspath(fs.root)))
         observer.priority = priority
-        observer._db, observer._fs = db, fs
+        observer._db, observer._fs, observer._plain_db = db, fs, db
         observer._reset(None, None)
         return observer
+
+    def __eq__(self, other: object) -> bool:
+        """Observers writing into the same directory are equal (Sacred compares observers so)."""
+        return isinstance(other, TinyDbObserver) and self.root == other.root
+
+    def __hash__(self) -> int:
+        return hash(self.root)
 
     # --- events -------------------------------------------------------------------------------
 
@@ -206,8 +230,10 @@ class TinyDbObserver(RunObserver):
         self._modify(lambda record: record.setdefault("artifacts", []).append(entry))
 
     def reattach(self, _id: Any) -> bool:
-        with self._locked():
-            found = self._find(_id)
+        if _id is None:  # a run no storage observer gave an id is not in this one
+            return False
+        with self._locked() as table:
+            found = self._find(table, _id)
         if found is None or found[1].get("status") in FINISHED:
             return False
         self._reset(found[0], found[1]["_id"])
@@ -235,17 +261,27 @@ class TinyDbObserver(RunObserver):
 
     @property
     def runs(self) -> Any:
-        """The TinyDB table ``runs`` (the database is opened at first use)."""
+        """The TinyDB table ``runs`` (the database is opened at first use), records as Sacred's
+        observer gives them: sources, resources and artifacts as binary files
+        (:class:`~prefect_sacred.observers.tinydb.storage.TinyFile`, opened at their first use;
+        closing them is the caller's)."""
         if self._db is None:
-            self._db, self._fs = open_db_and_fs(self.root)
+            self._db, self._fs = open_db_and_fs(self.root, files=True)
         return self._db.table("runs")
 
     @property
     def fs(self) -> Any:
         """The HashFS holding sources, resources and artifacts."""
         if self._fs is None:
-            self._db, self._fs = open_db_and_fs(self.root)
+            self._db, self._fs = open_db_and_fs(self.root, files=True)
         return self._fs
+
+    def _table(self) -> Any:
+        """The ``runs`` table the observer writes through: file references stay hash ids, so
+        rewriting the file creates no file objects."""
+        if self._plain_db is None:
+            self._plain_db = open_db_and_fs(self.root)[0]
+        return self._plain_db.table("runs")
 
     def _reset(self, doc_id: int | None, run_id: Any) -> None:
         """Per-run state: fresh objects, since a busy observer is shallow-copied for a new run."""
@@ -286,7 +322,7 @@ class TinyDbObserver(RunObserver):
         with open(os.path.join(self.root, "metadata.json.lock"), "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
-                table = self.runs
+                table = self._table()
                 # TinyDB caches query results and the next document id: another process may have
                 # written since, so forget both before reading.
                 table.clear_cache()
@@ -294,16 +330,20 @@ class TinyDbObserver(RunObserver):
                 yield table
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
+                if self._db is not None and self._db is not self._plain_db:
+                    # .runs is another TinyDB on the same file: what it cached may be stale now.
+                    self._db.table("runs").clear_cache()
 
-    def _find(self, _id: Any) -> tuple[int, dict[str, Any]] | None:
-        for document in self.runs.all():
+    @staticmethod
+    def _find(table: Any, _id: Any) -> tuple[int, dict[str, Any]] | None:
+        for document in table.all():
             if document.get("_id") == _id or (_id is not None and str(document.get("_id")) == str(_id)):
                 return document.doc_id, dict(document)
         return None
 
     def _create(self, record: dict[str, Any], _id: Any) -> Any:
         with self._locked() as table:
-            found = self._find(_id) if _id is not None else None
+            found = self._find(table, _id) if _id is not None else None
             if found is not None:
                 doc_id, existing = found
                 if existing.get("status") != "QUEUED" or record["status"] != "RUNNING":

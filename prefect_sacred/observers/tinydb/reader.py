@@ -1,8 +1,10 @@
 """TinyDbReader: query runs stored by a TinyDbObserver (ours or Sacred's) and render reports.
 
-Records come back as stored, except that a run that has not finished gets its whole captured
-output from ``BASEDIR/captured_out/<run id>.txt`` (its record shows only the last part while it
-is live; see :mod:`~prefect_sacred.observers.tinydb.observer`).
+Records come back as stored, with sources, resources and artifacts as binary files, as
+Sacred's reader gives them (:class:`~prefect_sacred.observers.tinydb.storage.TinyFile`: opened
+at the first read, closed by the caller), except that ``fetch_metadata`` gives a run that has not
+finished its whole captured output from ``BASEDIR/captured_out/<run id>.txt`` (its record shows
+only the last part while it is live; see :mod:`~prefect_sacred.observers.tinydb.observer`).
 
 Example:
     ```python
@@ -18,12 +20,12 @@ import datetime as dt
 import os
 import re
 import textwrap
-from typing import IO, Any
+from typing import Any
 
 from prefect_sacred.observers.files import read_text
 from prefect_sacred.observers.metrics_journal import replay
 from prefect_sacred.observers.tinydb.observer import TinyDbObserver
-from prefect_sacred.observers.tinydb.storage import FINISHED, TinyFileRef, open_db_and_fs
+from prefect_sacred.observers.tinydb.storage import FINISHED, TinyFile, open_db_and_fs
 
 __all__ = ["TinyDbReader"]
 
@@ -75,19 +77,21 @@ class TinyDbReader:
         self.root = os.path.abspath(path)
         if not os.path.exists(self.root):
             raise OSError(f"Path does not exist: {path}")
-        self.db, self.fs = open_db_and_fs(self.root)
+        self.db, self.fs = open_db_and_fs(self.root, files=True)
         self.runs = self.db.table("runs")
 
     def search(self, *args: Any, **kwargs: Any) -> list[Any]:
-        """TinyDB's ``search`` on the ``runs`` table, records as stored: file references stay
-        hash ids and a live run's ``captured_out`` is what its record shows (the last part)."""
+        """TinyDB's ``search`` on the ``runs`` table, records as stored, as Sacred's: files are
+        binary files (``record["artifacts"][0][3].read()``; closing them is the caller's) and a
+        live run's ``captured_out`` is what its record shows (the last part)."""
         self.runs.clear_cache()
         return list(self.runs.search(*args, **kwargs))
 
     def fetch_metadata(
         self, exp_name: str | None = None, query: Any = None, indices: int | list[int] | None = None
     ) -> list[dict[str, Any]]:
-        """The stored records of the selected runs, with dates as datetimes and files as handles.
+        """The stored records of the selected runs, with dates as datetimes and files as binary
+        files (None for a file missing from ``hashfs/``).
 
         A run that has not finished has its whole captured output, not only what its record
         shows while it is live.
@@ -96,7 +100,7 @@ class TinyDbReader:
             ValueError: no selection was given, or an index is out of range.
         """
         return [
-            self._open_files(self._with_whole_output(record))
+            self._without_missing_files(self._with_whole_output(record))
             for record in self._select(exp_name, query, indices)
         ]
 
@@ -176,20 +180,15 @@ class TinyDbReader:
             return chosen
         raise ValueError("Must specify an experiment name, indices or pass custom query")
 
-    def _open_files(self, value: Any) -> Any:
-        if isinstance(value, TinyFileRef):
-            return self._open(value)
+    def _without_missing_files(self, value: Any) -> Any:
+        """``value`` with files missing from ``hashfs/`` replaced by None."""
+        if isinstance(value, TinyFile):
+            return value if value.exists() else None
         if isinstance(value, dict):
-            return {key: self._open_files(item) for key, item in value.items()}
+            return {key: self._without_missing_files(item) for key, item in value.items()}
         if isinstance(value, list):
-            return [self._open_files(item) for item in value]
+            return [self._without_missing_files(item) for item in value]
         return value
-
-    def _open(self, file_id: str) -> IO[bytes] | None:
-        address = self.fs.get(file_id)
-        if address is None:
-            return None
-        return open(address.abspath, "rb")
 
 
 def _report(record: dict[str, Any]) -> str:

@@ -5,6 +5,10 @@ Dates are ``"{TinyDate}:2016-11-12T01:18:00.228352"`` and file references
 ``"{TinyFile}:\\"<md5>\\""``, as Sacred writes them; numpy arrays (``{TinyArray}``) and pandas
 frames and series (``{TinyDataFrame}``, ``{TinySeries}``) as Sacred tags them. tinydb, hashfs,
 numpy and pandas are imported only when used.
+
+Records read for people (``TinyDbObserver.runs``, ``TinyDbReader``) give file references as
+:class:`TinyFile`, a binary file as Sacred gives them, opened at its first use; the observer's
+own writes read them as :class:`TinyFileRef` (hash ids), so a beat creates no file objects.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ import hashlib
 import io
 import json
 import os
+import re
+from collections.abc import Callable
 from typing import Any
 
 from prefect_sacred.observers.files import write_atomic
@@ -22,6 +28,7 @@ from prefect_sacred.serialization import flatten
 __all__ = [
     "FINISHED",
     "INSTALL_HINT",
+    "TinyFile",
     "TinyFileRef",
     "TinyJsonStorage",
     "decode_value",
@@ -39,6 +46,10 @@ _FRAME = "{TinyDataFrame}:"
 _SERIES = "{TinySeries}:"
 _DATE_FORMAT = "%Y-%m-%dT%H:%M:%S.%f"
 FINISHED = {"COMPLETED", "FAILED", "INTERRUPTED", "TIMEOUT"}
+# HashFS's layout, as Sacred configures it: three levels of two characters, md5 ids.
+HASHFS_DEPTH = 3
+HASHFS_WIDTH = 2
+_HASH_ID = re.compile(r"[0-9a-fA-F]+")
 
 
 def require(module: str) -> Any:
@@ -52,10 +63,115 @@ class TinyFileRef(str):
     """The md5 id of a file in ``hashfs/``: written as ``{TinyFile}:"<id>"``."""
 
 
+class _OpenedLater(io.RawIOBase):
+    """The raw file under a :class:`TinyFile`: the HashFS file, opened at the first read."""
+
+    mode = "rb"
+
+    def __init__(self, file_id: str, hashfs_root: str) -> None:
+        super().__init__()
+        self.file_id = file_id
+        self.hashfs_root = hashfs_root
+        self._file: io.FileIO | None = None
+
+    @property
+    def name(self) -> str:
+        if self._file is not None:
+            return str(self._file.name)
+        return hashfs_path(self.hashfs_root, self.file_id)
+
+    def _opened(self) -> io.FileIO:
+        if self._file is None:
+            if self.closed:
+                raise ValueError("I/O operation on closed file.")
+            path = find_in_hashfs(self.hashfs_root, self.file_id)
+            if path is None:
+                raise FileNotFoundError(f"no file {self.file_id!r} in {self.hashfs_root}")
+            self._file = io.FileIO(path, "r")
+        return self._file
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int | None:
+        return self._opened().readinto(buffer)
+
+    def readall(self) -> bytes:
+        return self._opened().readall()
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        return self._opened().seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._file.tell() if self._file is not None else 0
+
+    def fileno(self) -> int:
+        return self._opened().fileno()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+        super().close()
+
+
+class TinyFile(io.BufferedReader):
+    """A file in ``hashfs/`` as Sacred's TinyDB records give it: a binary file (``.read()``,
+    ``.name``, ``.hash`` the md5 id), opened only at its first use, so reading records opens and
+    reads nothing. As in Sacred, closing one is the caller's (``with record[...] as handle``).
+    Copies are files of their own on the same content.
+    """
+
+    def __init__(self, file_id: str, hashfs_root: str) -> None:
+        super().__init__(_OpenedLater(file_id, hashfs_root))
+        #: The md5 id of the file (Sacred's attribute).
+        self.hash = str(file_id)
+        self.hashfs_root = hashfs_root
+
+    def exists(self) -> bool:
+        """Whether the file is in ``hashfs/``."""
+        return find_in_hashfs(self.hashfs_root, self.hash) is not None
+
+    def __copy__(self) -> TinyFile:
+        return TinyFile(self.hash, self.hashfs_root)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> TinyFile:
+        return TinyFile(self.hash, self.hashfs_root)
+
+
+def hashfs_path(hashfs_root: str, file_id: str) -> str:
+    """Where HashFS keeps the file ``file_id`` (without an extension)."""
+    cut = HASHFS_DEPTH * HASHFS_WIDTH
+    parts = [file_id[i : i + HASHFS_WIDTH] for i in range(0, cut, HASHFS_WIDTH)] + [file_id[cut:]]
+    return os.path.join(hashfs_root, *[part for part in parts if part])
+
+
+def find_in_hashfs(hashfs_root: str, file_id: str) -> str | None:
+    """The path of file ``file_id`` in HashFS (also stored with an extension), None if absent.
+
+    Only hash ids are looked up: a reference that is a path never leaves ``hashfs_root``.
+    """
+    if not _HASH_ID.fullmatch(file_id):
+        return None
+    path = hashfs_path(hashfs_root, file_id)
+    if os.path.isfile(path):
+        return path
+    directory, prefix = os.path.split(path)
+    try:
+        names = sorted(name for name in os.listdir(directory) if name.startswith(prefix + os.extsep))
+    except OSError:
+        return None
+    return os.path.join(directory, names[0]) if names else None
+
+
 def encode_value(value: Any) -> Any:
     """Turn a record into what ``metadata.json`` holds (Sacred's tags for dates and files)."""
     if isinstance(value, TinyFileRef):
         return _FILE + json.dumps(str(value))
+    if isinstance(value, TinyFile):
+        return _FILE + json.dumps(value.hash)
     if value is None or isinstance(value, (str, bool, int, float)):
         return value
     if isinstance(value, dt.datetime):
@@ -81,13 +197,18 @@ def encode_value(value: Any) -> Any:
     return flatten(value)  # sets, user objects...: jsonpickle, as the other observers store them
 
 
-def decode_value(value: Any) -> Any:
-    """The inverse of :func:`encode_value` (files become :class:`TinyFileRef`, not handles)."""
+def decode_value(value: Any, file: Callable[[TinyFileRef], Any] | None = None) -> Any:
+    """The inverse of :func:`encode_value`.
+
+    Files become :class:`TinyFileRef` (hash ids), or ``file(ref)`` when ``file`` is given
+    (:class:`TinyFile` for records read for people).
+    """
     if isinstance(value, str):
         if value.startswith(_DATE):
             return dt.datetime.strptime(value[len(_DATE) :], _DATE_FORMAT)
         if value.startswith(_FILE):
-            return TinyFileRef(json.loads(value[len(_FILE) :]))
+            ref = TinyFileRef(json.loads(value[len(_FILE) :]))
+            return file(ref) if file is not None else ref
         if value.startswith(_ARRAY):
             import numpy
 
@@ -101,18 +222,25 @@ def decode_value(value: Any) -> Any:
             return pandas.read_json(io.StringIO(payload), typ="frame" if frame else "series", dtype=False)
         return value
     if isinstance(value, dict):
-        return {key: decode_value(item) for key, item in value.items()}
+        return {key: decode_value(item, file) for key, item in value.items()}
     if isinstance(value, list):
-        return [decode_value(item) for item in value]
+        return [decode_value(item, file) for item in value]
     return value
 
 
 class TinyJsonStorage:
     """A TinyDB storage: the JSON file with Sacred's tags, re-read on every access and
-    replaced atomically on every write (callers hold the directory lock around writes)."""
+    replaced atomically on every write (callers hold the directory lock around writes).
 
-    def __init__(self, path: str, **_: Any) -> None:
+    Args:
+        path: The JSON file (``metadata.json``).
+        hashfs_root: When given, file references read back as :class:`TinyFile` on this HashFS
+            directory; otherwise as :class:`TinyFileRef`. Both are written back as references.
+    """
+
+    def __init__(self, path: str, hashfs_root: str | None = None, **_: Any) -> None:
         self.path = path
+        self.hashfs_root = hashfs_root
 
     def read(self) -> dict[str, dict[str, Any]] | None:
         """The whole database, decoded; None when the file is missing or empty."""
@@ -123,7 +251,9 @@ class TinyJsonStorage:
             return None
         if not text.strip():
             return None
-        decoded: dict[str, dict[str, Any]] = decode_value(json.loads(text))
+        root = self.hashfs_root
+        file = None if root is None else (lambda ref: TinyFile(ref, root))
+        decoded: dict[str, dict[str, Any]] = decode_value(json.loads(text), file)
         return decoded
 
     def write(self, data: dict[str, dict[str, Any]]) -> None:
@@ -136,13 +266,22 @@ class TinyJsonStorage:
         """Nothing stays open between accesses."""
 
 
-def open_db_and_fs(root: str) -> tuple[Any, Any]:
-    """TinyDB on ``root/metadata.json`` and HashFS on ``root/hashfs`` (created if missing)."""
+def open_db_and_fs(root: str, files: bool = False) -> tuple[Any, Any]:
+    """TinyDB on ``root/metadata.json`` and HashFS on ``root/hashfs`` (created if missing).
+
+    With ``files``, the database gives file references as :class:`TinyFile` (Sacred's open
+    files), else as :class:`TinyFileRef`.
+    """
     tinydb = require("tinydb")
     hashfs = require("hashfs")
     os.makedirs(root, exist_ok=True)
-    db = tinydb.TinyDB(os.path.join(root, "metadata.json"), storage=_storage_class())
-    fs = hashfs.HashFS(os.path.join(root, "hashfs"), depth=3, width=2, algorithm="md5")
+    hashfs_root = os.path.join(root, "hashfs")
+    db = tinydb.TinyDB(
+        os.path.join(root, "metadata.json"),
+        storage=_storage_class(),
+        hashfs_root=hashfs_root if files else None,
+    )
+    fs = hashfs.HashFS(hashfs_root, depth=HASHFS_DEPTH, width=HASHFS_WIDTH, algorithm="md5")
     return db, fs
 
 
