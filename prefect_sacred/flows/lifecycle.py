@@ -17,6 +17,7 @@ environment, and the run's ``_id`` is read back from the flow run's labels.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
 from collections.abc import Callable
@@ -27,6 +28,7 @@ from prefect.exceptions import TerminationSignal
 from prefect_sacred.flows import prefect_api
 from prefect_sacred.flows.fanout import ObserverFanout
 from prefect_sacred.flows.run import Run
+from prefect_sacred.observers.base import ResumedRun, resuming
 from prefect_sacred.serialization import utcnow
 
 if TYPE_CHECKING:
@@ -91,8 +93,7 @@ class RunLifecycle:
         run.start()
         if run.start_error is None:
             run.logger.info('Started run with ID "%s"', run._id)
-            if run._id is not None:
-                prefect_api.label_run_id(flow_run.id, run._id)
+            prefect_api.label_run_id(flow_run.id, run._id)
 
     def on_completion(self, flow: Flow[Any, Any], flow_run: FlowRun, state: State[Any]) -> None:
         run = self._pop(flow_run.id)
@@ -147,28 +148,43 @@ class RunLifecycle:
         """Record the end of a run whose process is gone, from the process running this hook."""
         log = _run_logger(flow, flow_run)
         try:
-            run_id = prefect_api.read_run_id(flow_run.id)
+            started, run_id = prefect_api.read_run_id(flow_run.id)
         except Exception as exc:
             log.error("cannot read the run id of flow run %s: %s", flow_run.id, exc)
             return
-        if run_id is None:
-            log.warning("flow run %s has no experiment run id; nothing to record", flow_run.id)
+        if not started:
+            log.warning("flow run %s started no experiment run; nothing to record", flow_run.id)
             return
         try:
             observers = self._rebuild_observers()
         except Exception as exc:
             log.error("cannot rebuild the observers of run %s: %s", run_id, exc)
             return
-        fanout = ObserverFanout.resumed(observers, run_id, log)
-        now = utcnow()
-        if interrupted:
-            fanout.interrupted_event(interrupt_time=now, status="INTERRUPTED")
-        else:
-            fanout.failed_event(fail_time=now, fail_trace=_trace_from_state(state))
-        fanout.join()
+        with resuming(_resumed_run(flow, flow_run)):
+            fanout = ObserverFanout.resumed(observers, run_id, log)
+            now = utcnow()
+            if interrupted:
+                fanout.interrupted_event(interrupt_time=now, status="INTERRUPTED")
+            else:
+                fanout.failed_event(fail_time=now, fail_trace=_trace_from_state(state))
+            fanout.join()
         for observer in fanout.started:
             name = type(observer).__name__
             log.info("observer %s recorded the end of run %s (%s)", name, run_id, state.name)
+
+
+def _resumed_run(flow: Flow[Any, Any], flow_run: FlowRun) -> ResumedRun:
+    start = flow_run.start_time
+    if start is not None and start.tzinfo is not None:
+        start = start.astimezone(dt.UTC).replace(tzinfo=None)
+    return ResumedRun(
+        flow_name=str(getattr(flow, "name", "") or ""),
+        flow_run_id=str(flow_run.id),
+        flow_run_name=flow_run.name,
+        ui_url=prefect_api.ui_url(flow_run.id),
+        parameters=dict(flow_run.parameters or {}),
+        start_time=start,
+    )
 
 
 def _note_state(run: Run, state: State[Any]) -> None:

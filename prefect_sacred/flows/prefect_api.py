@@ -23,24 +23,35 @@ logger = logging.getLogger("prefect_sacred")
 
 
 def label_run_id(flow_run_id: UUID, run_id: Any) -> None:
-    """Record the experiment run's ``_id`` on the flow run, for hooks in other processes."""
+    """Record the experiment run's ``_id`` on the flow run, for hooks in other processes.
+
+    A run that started without an id (only notifiers observe it) is labelled with ``""``, so
+    a hook elsewhere still knows it started and can send its end.
+    """
     from prefect.client.orchestration import get_client
 
     try:
         with get_client(sync_client=True) as client:
             # Labels keep JSON scalars, so an int id comes back as an int, a str as a str.
-            client.update_flow_run_labels(flow_run_id, {RUN_ID_LABEL: run_id})
+            client.update_flow_run_labels(flow_run_id, {RUN_ID_LABEL: "" if run_id is None else run_id})
     except Exception as exc:
         logger.warning("could not label flow run %s with run id %r: %s", flow_run_id, run_id, exc)
 
 
-def read_run_id(flow_run_id: UUID) -> Any:
-    """The ``_id`` recorded by :func:`label_run_id`, or None."""
+def read_run_id(flow_run_id: UUID) -> tuple[bool, Any]:
+    """Whether the flow run started an experiment run, and that run's ``_id`` (None if none).
+
+    Written by :func:`label_run_id`.
+    """
     from prefect.client.orchestration import get_client
 
     with get_client(sync_client=True) as client:
         flow_run = client.read_flow_run(flow_run_id)
-    return (flow_run.labels or {}).get(RUN_ID_LABEL)
+    labels = flow_run.labels or {}
+    if RUN_ID_LABEL not in labels:
+        return False, None
+    value = labels[RUN_ID_LABEL]
+    return True, (None if value == "" else value)
 
 
 def ui_url(flow_run_id: UUID) -> str | None:

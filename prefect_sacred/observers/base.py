@@ -8,9 +8,11 @@ Events are always called with keyword arguments, so an observer written for Sacr
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import datetime as dt
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -19,8 +21,11 @@ __all__ = [
     "ObserverLike",
     "OutputDelta",
     "PendingEvent",
+    "ResumedRun",
     "RunObserver",
     "check_artifact_name",
+    "resumed_run",
+    "resuming",
     "takes_output_delta",
 ]
 
@@ -93,6 +98,45 @@ class PendingEvent:
     def deliver(self) -> Any:
         """Call the event now."""
         return self.method(*self.args, **self.kwargs)
+
+
+@dataclass(frozen=True)
+class ResumedRun:
+    """What Prefect knows of a run being finished in another process than the one it ran in.
+
+    The serve process (or a worker) that records a cancelled or killed run never saw it start;
+    during ``reattach``, the final event and ``join`` there, :func:`resumed_run` gives this.
+    """
+
+    flow_name: str
+    flow_run_id: str
+    flow_run_name: str
+    #: The flow run's page in the Prefect UI, when the UI's address is known.
+    ui_url: str | None
+    #: The flow run's parameters as Prefect stored them (JSON values).
+    parameters: dict[str, Any]
+    #: When the flow run started (naive UTC), if Prefect recorded it.
+    start_time: dt.datetime | None
+
+
+_resumed: contextvars.ContextVar[ResumedRun | None] = contextvars.ContextVar(
+    "prefect_sacred_resumed_run", default=None
+)
+
+
+def resumed_run() -> ResumedRun | None:
+    """The run being finished from another process, inside ``reattach`` and the events after it."""
+    return _resumed.get()
+
+
+@contextlib.contextmanager
+def resuming(run: ResumedRun) -> Iterator[None]:
+    """Make ``run`` what :func:`resumed_run` gives in this context (the hooks use it)."""
+    token = _resumed.set(run)
+    try:
+        yield
+    finally:
+        _resumed.reset(token)
 
 
 @runtime_checkable
@@ -294,6 +338,9 @@ class RunObserver:
         Prefect runs cancellation and crash hooks of served runs in the serve process, which never
         saw the run start. Return True when the run is known and unfinished in this backend, so
         the final event should be sent; the default (False) means "I cannot resume runs".
+        ``_id`` is None for a run no observer gave an id (one recorded by notifiers only): a
+        storage observer returns False for it. :func:`resumed_run` tells what Prefect knows of
+        the run (its flow run, parameters, start time).
         """
         return False
 
