@@ -19,6 +19,7 @@ if _typing.TYPE_CHECKING:
     )
     from prefect_sacred.observers import (
         FileStorageObserver,
+        GoogleCloudStorageObserver,
         InvalidArtifactName,
         MongoObserver,
         ObserverConfigError,
@@ -27,7 +28,10 @@ if _typing.TYPE_CHECKING:
         QueuedMongoObserver,
         QueueObserver,
         RunObserver,
+        S3Observer,
+        SlackObserver,
         SqlObserver,
+        TelegramObserver,
         TinyDbObserver,
         TinyDbReader,
     )
@@ -37,6 +41,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Experiment",
     "FileStorageObserver",
+    "GoogleCloudStorageObserver",
     "InvalidArtifactName",
     "MongoObserver",
     "ObserverConfigError",
@@ -47,7 +52,10 @@ __all__ = [
     "QueuedMongoObserver",
     "Run",
     "RunObserver",
+    "S3Observer",
+    "SlackObserver",
     "SqlObserver",
+    "TelegramObserver",
     "TinyDbObserver",
     "TinyDbReader",
     "UsageError",

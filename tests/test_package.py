@@ -25,11 +25,25 @@ PUBLIC_PACKAGES = [
     "prefect_sacred.observers.mongo",
     "prefect_sacred.observers.sql",
     "prefect_sacred.observers.tinydb",
+    "prefect_sacred.observers.notify",
+    "prefect_sacred.observers.object_store",
     "prefect_sacred.blocks",
     "prefect_sacred.tasks",
     "prefect_sacred.testing",
 ]
-HEAVY = ["numpy", "pandas", "pymongo", "sqlalchemy", "tinydb", "prefect.flow_engine", "prefect.flows"]
+HEAVY = [
+    "numpy",
+    "pandas",
+    "pymongo",
+    "sqlalchemy",
+    "tinydb",
+    "boto3",
+    "google.cloud.storage",
+    "requests",
+    "telegram",
+    "prefect.flow_engine",
+    "prefect.flows",
+]
 
 
 @pytest.mark.parametrize("name", PUBLIC_PACKAGES)
@@ -64,6 +78,9 @@ def _loaded_after(statement: str) -> list[str]:
         "import prefect_sacred.observers.mongo",
         "import prefect_sacred.observers.sql",
         "import prefect_sacred.observers.tinydb",
+        "import prefect_sacred.observers.notify",
+        "import prefect_sacred.observers.object_store",
+        "from prefect_sacred.observers.registry import observer_options; observer_options()",
         "import prefect_sacred.testing",
         "from prefect_sacred.serialization import flatten; flatten({'a': {1, 2}, 'b': (3, 4)})",
     ],

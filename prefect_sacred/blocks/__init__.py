@@ -5,5 +5,10 @@ block lookup, so ``Block.load("<slug>/<name>")`` finds the classes defined here.
 """
 
 from prefect_sacred.blocks.mongo import MongoDBObserverBlock
+from prefect_sacred.blocks.object_store import GcsObserverBlock, S3ObserverBlock
+from prefect_sacred.blocks.slack import SlackObserverBlock
+from prefect_sacred.blocks.telegram import TelegramObserverBlock
 
 __all__: list[str] = ["MongoDBObserverBlock"]
+__all__ += ["GcsObserverBlock", "S3ObserverBlock"]
+__all__ += ["SlackObserverBlock", "TelegramObserverBlock"]

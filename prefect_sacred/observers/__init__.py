@@ -19,6 +19,8 @@ if _typing.TYPE_CHECKING:
     )
     from prefect_sacred.observers.file_storage import FileStorageObserver
     from prefect_sacred.observers.mongo import MongoObserver, QueuedMongoObserver, parse_mongo_db_arg
+    from prefect_sacred.observers.notify import SlackObserver, TelegramObserver
+    from prefect_sacred.observers.object_store import GoogleCloudStorageObserver, S3Observer
     from prefect_sacred.observers.queue import QueueObserver, UndeliveredEvents
     from prefect_sacred.observers.registry import (
         ENTRY_POINT_GROUP,
@@ -34,6 +36,7 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "OBSERVERS_ENV_VAR",
     "FileStorageObserver",
+    "GoogleCloudStorageObserver",
     "InvalidArtifactName",
     "MongoObserver",
     "ObserverConfigError",
@@ -43,7 +46,10 @@ __all__ = [
     "QueueObserver",
     "QueuedMongoObserver",
     "RunObserver",
+    "S3Observer",
+    "SlackObserver",
     "SqlObserver",
+    "TelegramObserver",
     "TinyDbObserver",
     "TinyDbReader",
     "UndeliveredEvents",
@@ -62,6 +68,8 @@ __getattr__ = _lazy_attributes(
         ),
         "FileStorageObserver": f"{_HERE}.file_storage",
         **dict.fromkeys(("MongoObserver", "QueuedMongoObserver", "parse_mongo_db_arg"), f"{_HERE}.mongo"),
+        **dict.fromkeys(("SlackObserver", "TelegramObserver"), f"{_HERE}.notify"),
+        **dict.fromkeys(("GoogleCloudStorageObserver", "S3Observer"), f"{_HERE}.object_store"),
         **dict.fromkeys(("QueueObserver", "UndeliveredEvents"), f"{_HERE}.queue"),
         **dict.fromkeys(
             (

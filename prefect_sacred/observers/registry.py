@@ -46,6 +46,8 @@ ENTRY_POINT_GROUP = "prefect_sacred.observers"
 _BUILTIN_WINGS = (
     "prefect_sacred.observers.file_storage",
     "prefect_sacred.observers.mongo",
+    "prefect_sacred.observers.notify",
+    "prefect_sacred.observers.object_store",
     "prefect_sacred.observers.sql",
     "prefect_sacred.observers.tinydb",
 )

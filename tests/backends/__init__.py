@@ -28,6 +28,8 @@ BACKENDS = [
     "tests.backends.sql:MariaDbBackend",
     "tests.backends.tinydb:TinyDbBackend",
     "tests.backends.mongo:MongoBackend",
+    "tests.backends.s3:S3Backend",
+    "tests.backends.gcs:GcsBackend",
 ]
 
 

@@ -1,0 +1,101 @@
+"""S3Observer under the contract suite, over HTTP against moto's S3 server.
+
+The session starts ``moto.server.ThreadedMotoServer`` on a loopback port; subprocesses
+(command-line runs, served deployments) reach it through ``?endpoint_url=`` in the observer's
+URL and the test credentials in the environment. Each ``observer()`` writes below a fresh
+prefix; runs are read back from the bucket in Sacred's layout with plain boto3
+(``read_bucket_run``, shared with the GCS backend).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import json
+import os
+from typing import Any
+
+from prefect_sacred.observers.object_store.bucket import Bucket
+from prefect_sacred.observers.object_store.growing import read_metrics, read_output
+from tests.backends import Backend, BackendUnavailable, RunRecord
+from tests.support import free_port
+
+BUCKET = "contract"
+
+
+def _date(text: str | None) -> dt.datetime | None:
+    return dt.datetime.fromisoformat(text) if text else None
+
+
+def read_bucket_run(store: Bucket, basedir: str, run_id: Any) -> RunRecord:
+    """A run stored in FileStorage's layout below ``basedir`` (cout.txt and metrics.json
+    continued by their parts while the run is live)."""
+    run_key = f"{basedir}/{run_id}"
+
+    def load(name: str) -> Any:
+        data = store.get(f"{run_key}/{name}")
+        return json.loads(data) if data else None
+
+    run = load("run.json")
+    if run is None:
+        raise LookupError(f"no run {run_id!r} below {basedir}")
+    metrics = read_metrics(store, run_key)
+    artifacts = {}
+    for name in run.get("artifacts", []):
+        artifacts[name] = store.get(f"{run_key}/{name}") or b""
+    return RunRecord(
+        status=run["status"],
+        config=load("config.json") or {},
+        info=load("info.json") or {},
+        result=run.get("result"),
+        captured_out=read_output(store, f"{run_key}/cout.txt"),
+        heartbeat=_date(run.get("heartbeat")),
+        start_time=_date(run.get("start_time")),
+        stop_time=_date(run.get("stop_time")),
+        fail_trace=run.get("fail_trace"),
+        metrics={name: {"steps": m["steps"], "values": m["values"]} for name, m in metrics.items()},
+        artifacts=artifacts,
+        resources=[os.path.basename(filename) for filename, _ in run.get("resources", [])],
+        meta=run.get("meta", {}),
+    )
+
+
+class S3Backend(Backend):
+    name = "s3"
+
+    def start(self, tmp_path_factory: Any) -> None:
+        try:
+            import boto3
+            from moto.server import ThreadedMotoServer
+        except ImportError as exc:
+            raise BackendUnavailable(f"pip install boto3 'moto[s3,server]' ({exc})") from None
+        os.environ["AWS_ACCESS_KEY_ID"] = "testing"
+        os.environ["AWS_SECRET_ACCESS_KEY"] = "testing"
+        self.port = free_port()
+        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self.server.start()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        from prefect_sacred.observers.object_store.s3 import S3Bucket
+
+        self.store = S3Bucket(BUCKET, boto3.session.Session(), "us-east-1", self.endpoint)
+        self.store.check()  # creates the bucket
+        self._count = itertools.count()
+        self.basedir = "none"
+
+    def stop(self) -> None:
+        self.server.stop()
+
+    def observer(self) -> Any:
+        from prefect_sacred import S3Observer
+
+        self.basedir = f"runs{next(self._count)}"
+        return S3Observer(BUCKET, self.basedir, endpoint_url=self.endpoint)
+
+    def url(self) -> str:
+        return f"s3://{BUCKET}/{self.basedir}?endpoint_url={self.endpoint}"
+
+    def cli_args(self) -> list[str]:
+        return ["-S", self.url()]
+
+    def record(self, run_id: Any) -> RunRecord:
+        return read_bucket_run(self.store, self.basedir, run_id)
