@@ -16,6 +16,7 @@ $(VENV)/.installed: requirements/dev.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements/dev.lock
+	$(BIN)/pip install --quiet --no-deps incense==0.0.15  # a test peer; see pyproject's dev extra
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $@
 
