@@ -1,6 +1,6 @@
 """S3Observer under the contract suite, over HTTP against moto's S3 server.
 
-The session starts ``moto.server.ThreadedMotoServer`` on a loopback port; subprocesses
+The session starts moto's S3 server (``tests.servers.moto_s3``) on a loopback port; subprocesses
 (command-line runs, served deployments) reach it through ``?endpoint_url=`` in the observer's
 URL and the test credentials in the environment. Each ``observer()`` writes below a fresh
 prefix; runs are read back from the bucket in Sacred's layout with plain boto3
@@ -66,13 +66,14 @@ class S3Backend(Backend):
     def start(self, tmp_path_factory: Any) -> None:
         try:
             import boto3
-            from moto.server import ThreadedMotoServer
+
+            from tests.servers.moto_s3 import AtomicMotoServer
         except ImportError as exc:
             raise BackendUnavailable(f"pip install boto3 'moto[s3,server]' ({exc})") from None
         os.environ["AWS_ACCESS_KEY_ID"] = "testing"
         os.environ["AWS_SECRET_ACCESS_KEY"] = "testing"
         self.port = free_port()
-        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self.server = AtomicMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
         self.server.start()
         self.endpoint = f"http://127.0.0.1:{self.port}"
         from prefect_sacred.observers.object_store.s3 import S3Bucket

@@ -10,7 +10,6 @@ import json
 import logging
 import os
 import pickle
-import re
 import signal
 import subprocess
 import sys
@@ -31,7 +30,9 @@ from tests.servers.fake_slack import FakeSlack, Reply
 from tests.servers.fake_telegram import TOKEN, FakeTelegram
 from tests.support import subprocess_env, wait_for
 
-SEED = Path(__file__).resolve().parents[3] / "shared" / "seeds" / "004_3ac51356725ca08d.txt"
+# The two slack.json examples of the spec's "Slack Observer" section (Sacred's "Observing an
+# Experiment" page), copied verbatim: the custom one has Sacred's wrong key and a bad brace.
+SEEDS = Path(__file__).resolve().parents[1] / "data"
 T0 = dt.datetime(2024, 1, 1, 12, 0, 0)
 SACRED_COMPLETED = ":white_check_mark: *{name}* completed after _{elapsed}_ with result=`{result}`"
 
@@ -163,9 +164,8 @@ def test_a_bad_text_is_refused_when_the_observer_is_built(text: str, named: str)
 
 
 def _seed_slack_configs() -> list[dict[str, Any]]:
-    """The two slack.json examples of the seeds' "Slack Observer" section, as JSON."""
-    section = SEED.read_text().split("Slack Observer\n==============")[1].split("Telegram Observer")[0]
-    return [json.loads("{" + body + "}") for body in re.findall(r"\n    \{\n(.*?)\n    \}", section, re.S)]
+    """The two slack.json examples of the spec, as JSON."""
+    return [json.loads((SEEDS / f"seed_slack_{kind}.json").read_text()) for kind in ("minimal", "custom")]
 
 
 def test_every_seed_config_is_run_or_refused_clearly(tmp_path: Path, slack: FakeSlack) -> None:

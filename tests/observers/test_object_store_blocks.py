@@ -63,34 +63,37 @@ def test_sacreds_constructors_and_create() -> None:
     assert S3Observer("b", "p").priority == 20
 
 
-class _FakeAwsCredentials:
-    """Looks like prefect-aws's AwsCredentials: a boto3 session and client parameters."""
+def test_saved_prefect_aws_credentials_and_bucket_blocks_give_an_observer(moto: Any) -> None:
+    """A user with prefect-aws blocks saved gets an observer from them, without re-entering a
+    secret: ``S3Observer(None, None, credentials=S3Bucket.load(...))`` or, for deployments,
+    ``S3ObserverBlock(bucket=..., credentials_block="aws-credentials/NAME")``."""
+    prefect_aws = pytest.importorskip("prefect_aws", reason="prefect-aws is in the dev extra")
+    credentials = prefect_aws.AwsCredentials(
+        aws_access_key_id="testing",
+        aws_secret_access_key=SECRET,
+        aws_client_parameters={"endpoint_url": moto.endpoint},
+    )
+    credentials.save("sacred-test-aws", overwrite=True)
+    prefect_aws.S3Bucket(bucket_name="from-block", bucket_folder="folder", credentials=credentials).save(
+        "sacred-test-bucket", overwrite=True
+    )
 
-    def __init__(self, endpoint: str) -> None:
-        self.aws_client_parameters = type("Params", (), {"endpoint_url": endpoint})()
-
-    def get_boto3_session(self) -> Any:
-        import boto3
-
-        return boto3.session.Session(aws_access_key_id="testing", aws_secret_access_key=SECRET)
-
-
-class _FakeS3Bucket:
-    """Looks like prefect-aws's S3Bucket block."""
-
-    def __init__(self, endpoint: str) -> None:
-        self.bucket_name = "from-block"
-        self.bucket_folder = "folder"
-        self.credentials = _FakeAwsCredentials(endpoint)
-
-
-def test_prefect_aws_style_credentials_and_bucket_blocks_are_accepted(moto: Any) -> None:
-    observer = S3Observer(None, None, credentials=_FakeS3Bucket(moto.endpoint))
+    observer = S3Observer(None, None, credentials=prefect_aws.S3Bucket.load("sacred-test-bucket"))
     assert (observer.bucket, observer.basedir) == ("from-block", "folder")
     run_id = observer.started_event(
         {"name": "a", "sources": []}, "m", {}, dt.datetime(2024, 1, 1), {}, {}, None
     )
     assert observer.store.get(f"folder/{run_id}/run.json")
+    assert SECRET not in (observer.run_location() or "")
+
+    S3ObserverBlock(
+        bucket="by-reference", prefix="runs", credentials_block="aws-credentials/sacred-test-aws"
+    ).save("sacred-test-s3-ref", overwrite=True)
+    by_reference = observer_from_url("block://sacred-s3/sacred-test-s3-ref")
+    run_id = by_reference.started_event(
+        {"name": "a", "sources": []}, "m", {}, dt.datetime(2024, 1, 1), {}, {}, None
+    )
+    assert by_reference.store.get(f"runs/{run_id}/run.json")
 
 
 def test_prefect_gcp_style_credentials_are_accepted() -> None:
