@@ -13,6 +13,7 @@ import datetime as dt
 import itertools
 import json
 import os
+import uuid
 from typing import Any
 
 from prefect_sacred.observers.object_store.bucket import Bucket
@@ -81,6 +82,9 @@ class S3Backend(Backend):
         self.store = S3Bucket(BUCKET, boto3.session.Session(), "us-east-1", self.endpoint)
         self.store.check()  # creates the bucket
         self._count = itertools.count()
+        # moto keeps one S3 state per process, shared by every server started in it: prefixes
+        # of this backend must not meet another's (the session's and a test module's).
+        self._tag = uuid.uuid4().hex[:8]
         self.basedir = "none"
 
     def stop(self) -> None:
@@ -89,7 +93,7 @@ class S3Backend(Backend):
     def observer(self) -> Any:
         from prefect_sacred import S3Observer
 
-        self.basedir = f"runs{next(self._count)}"
+        self.basedir = f"runs-{self._tag}-{next(self._count)}"
         return S3Observer(BUCKET, self.basedir, endpoint_url=self.endpoint)
 
     def url(self) -> str:
