@@ -161,6 +161,11 @@ class _FdCapture:
                 pump.join(0.05)
             waited = time.monotonic() - started
             if waited > 60 or (waited > 2 and not any(_unread(fd) for fd in self._read_ends)):
+                logger.warning(
+                    "output capture: a process still holds the run's stdout/stderr after %.0f s; "
+                    "output it writes from now on is not captured",
+                    waited,
+                )
                 return
 
     def bind(self) -> None:

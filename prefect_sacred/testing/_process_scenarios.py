@@ -51,7 +51,7 @@ class ProcessScenarios(SuiteHooks):
         run_id = run_id_in_output(output)
         record = wait_for(lambda: self.read_run(run_id), timeout=10, what=f"run {run_id!r} in the storage")
         assert record.status == "INTERRUPTED", output[-3000:]
-        assert f"cli run {mode}" in record.captured_out
+        assert f"cli run {mode}" in record.captured_out, (record.captured_out[-2000:], output[-3000:])
         assert record.stop_time is not None
 
     @pytest.mark.slow

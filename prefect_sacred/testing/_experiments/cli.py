@@ -6,6 +6,7 @@
 
 import os
 import signal
+import sys
 import time
 
 from prefect_sacred import Experiment
@@ -15,7 +16,11 @@ ex = Experiment("cli")
 
 @ex.main
 def cli(mode: str = "complete") -> str:
-    print("cli run", mode, flush=True)
+    # One write. print() writes its pieces one by one when PYTHONUNBUFFERED is set, and stdout
+    # and stderr are two pipes: the capture may take a stderr line written just before between
+    # them (as Sacred's fd capture can), which splits the line the scenario looks for.
+    sys.stdout.write(f"cli run {mode}\n")
+    sys.stdout.flush()
     if mode in ("sigterm", "sigint"):  # SIGINT is what Ctrl-C sends
         os.kill(os.getpid(), signal.SIGTERM if mode == "sigterm" else signal.SIGINT)
         time.sleep(30)
