@@ -9,6 +9,10 @@ from prefect_sacred.blocks.object_store import GcsObserverBlock, S3ObserverBlock
 from prefect_sacred.blocks.slack import SlackObserverBlock
 from prefect_sacred.blocks.telegram import TelegramObserverBlock
 
-__all__: list[str] = ["MongoDBObserverBlock"]
-__all__ += ["GcsObserverBlock", "S3ObserverBlock"]
-__all__ += ["SlackObserverBlock", "TelegramObserverBlock"]
+__all__ = [
+    "GcsObserverBlock",
+    "MongoDBObserverBlock",
+    "S3ObserverBlock",
+    "SlackObserverBlock",
+    "TelegramObserverBlock",
+]
