@@ -1,8 +1,12 @@
 """How run data is encoded: Sacred's jsonpickle ``flatten`` plus timestamp helpers.
 
 Everything a user puts into config, ``info`` or a result is stored, never rejected: values that
-JSON cannot express are encoded by jsonpickle (numpy and pandas included), exactly as Sacred does,
-and the rare object jsonpickle itself chokes on is stored as its ``repr``.
+JSON cannot express are encoded by jsonpickle (numpy and pandas included), exactly as Sacred does.
+A value that cannot be encoded is stored *in its place* as a marked repr,
+``{"py/unencodable": "<repr>", "py/error": "<why>"}``, with one :class:`UnencodableValueWarning`, so
+the record around it keeps its structure (a result whose ``__getstate__`` raises leaves
+``run.json`` with its status and times). Cannot be encoded: an object whose pickling protocol
+raises, a lock, and an iterator or generator (encoding one would consume it, or never end).
 """
 
 from __future__ import annotations
@@ -11,11 +15,35 @@ import datetime as dt
 import importlib
 import json
 import sys
+import threading
+import types
+import warnings
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import jsonpickle
 
-__all__ = ["flatten", "isoformat", "restore", "utcnow"]
+__all__ = [
+    "UNENCODABLE",
+    "UnencodableValueWarning",
+    "flatten",
+    "isoformat",
+    "marked_repr",
+    "restore",
+    "utcnow",
+]
+
+#: The key of a marked repr. Not jsonpickle's ``py/repr`` tag: ``restore`` would try to rebuild
+#: the object from it; this one restores as the plain dict it is.
+UNENCODABLE = "py/unencodable"
+
+
+class UnencodableValueWarning(UserWarning):
+    """A config, ``info`` or result value could not be encoded and is stored as its repr."""
+
+
+_LOCKS = (type(threading.Lock()), type(threading.RLock()))
+_CONSUMED = (Iterator, AsyncIterator, types.CoroutineType)
 
 # jsonpickle's numpy and pandas handlers import those packages. They are registered only once
 # the program imported them itself (a value of theirs can exist only then), so a run that uses
@@ -38,9 +66,43 @@ def flatten(obj: Any) -> Any:
         return obj
     _register_handlers()
     try:
-        return json.loads(jsonpickle.encode(obj, keys=True))
-    except Exception:  # a hostile __getstate__ or similar: keep the run alive, keep a trace
-        return {"py/repr": repr(obj)}
+        return json.loads(jsonpickle.encode(obj, keys=True, context=_MarkingPickler(keys=True)))
+    except Exception as exc:  # a failure outside any one value (the pickler itself)
+        return marked_repr(obj, exc)
+
+
+def marked_repr(obj: Any, error: BaseException | str) -> dict[str, str]:
+    """``{"py/unencodable": repr(obj), "py/error": why}``, the stand-in for a value that cannot be
+    encoded; warns once per kind of failure."""
+    why = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+    try:
+        text = repr(obj)
+    except Exception:  # a __repr__ that raises too
+        text = object.__repr__(obj)
+    warnings.warn(
+        f"a value of type {type(obj).__name__} cannot be encoded ({why}); it is stored as its repr",
+        UnencodableValueWarning,
+        stacklevel=2,
+    )
+    return {UNENCODABLE: text, "py/error": why}
+
+
+class _MarkingPickler(jsonpickle.Pickler):  # type: ignore[misc]
+    """jsonpickle's encoder, with each value that fails replaced by a marked repr where it is.
+
+    ``_flatten_obj`` is called once per container or object at every depth, so a failure is
+    caught at the innermost value that caused it and everything around it is encoded as usual.
+    """
+
+    def _flatten_obj(self, obj: Any) -> Any:
+        if isinstance(obj, _LOCKS):
+            return marked_repr(obj, "a lock cannot be stored")
+        if isinstance(obj, _CONSUMED) and not isinstance(obj, (str, bytes, dict, list, tuple)):
+            return marked_repr(obj, "an iterator is not stored: encoding it would consume it")
+        try:
+            return super()._flatten_obj(obj)
+        except Exception as exc:
+            return marked_repr(obj, exc)
 
 
 def restore(flat: Any) -> Any:

@@ -9,8 +9,9 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from typing import Any
 
-__all__ = ["md5_of_file", "redact"]
+__all__ = ["md5_of_file", "redact", "without_leading_points"]
 
 
 def md5_of_file(path: str | os.PathLike[str]) -> str:
@@ -22,15 +23,69 @@ def md5_of_file(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
-_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^@/?#\s]+)@")
-_SECRET_QUERY = re.compile(r"(?i)(?P<key>(?:password|passwd|pwd|secret|token|key|credentials?)=)[^&\s]*")
+def without_leading_points(
+    metrics_by_name: dict[str, dict[str, list[Any]]], counts: dict[str, int]
+) -> dict[str, dict[str, list[Any]]]:
+    """``metrics_by_name`` without the first ``counts[name]`` points of each metric.
+
+    For a batch sent again whose first points are known to be stored already (a write whose
+    answer was lost): what is left is what the backend still lacks, in order.
+    """
+    trimmed: dict[str, dict[str, list[Any]]] = {}
+    for name, metric in metrics_by_name.items():
+        skip = max(counts.get(name, 0), 0)
+        if skip == 0:
+            trimmed[name] = metric
+        elif skip < len(metric["values"]):
+            kept = dict(metric)
+            for key in ("steps", "values", "timestamps"):
+                kept[key] = list(metric[key][skip:])
+            trimmed[name] = kept
+    return trimmed
+
+
+# A URL's userinfo runs to the last "@" of the URL: SQLAlchemy takes a raw "/", "#", "?" or ":"
+# in a password, so the first "/" or "?" does not end it. Whitespace does (a URL in a message).
+# Stopping at the last "@" may hide more than the userinfo (an "@" in the query), never less.
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>\S*)@")
+# The same without a scheme ("user:password@host", a URL missing its "postgresql://"): a word
+# that starts a token, a colon, and anything up to the token's last "@".
+_BARE_USERINFO = re.compile(r"(?<![^\s'\"(=,\[])(?P<user>[A-Za-z][A-Za-z0-9._-]*):(?P<secret>[^\s/][^\s]*)@")
+# key=value (query strings, libpq conninfo) and 'key': 'value' (reprs, JSON) with a secret key.
+_SECRET_KEY = (
+    r"(?:[A-Za-z0-9_.-]*?(?:password|passwd|secret|token|credentials?)"
+    r"|(?:[A-Za-z0-9_.-]*[_.-]|api|access)?(?:key|pwd))"
+)
+_QUOTED = r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\""
+_SECRET_ASSIGNMENT = re.compile(rf"(?i)(?P<key>\b{_SECRET_KEY}=)(?P<value>{_QUOTED}|[^&\s]*)")
+_SECRET_ITEM = re.compile(rf"(?i)(?P<key>['\"]{_SECRET_KEY}['\"]\s*:\s*)(?P<value>{_QUOTED})")
+# A user name shown as it is; anything else before the "@" (an access token, say) is hidden.
+_PLAIN_USER = re.compile(r"[A-Za-z][A-Za-z0-9._-]{0,31}")
+_TOKEN_PREFIX = re.compile(r"(?i)^(?:gh[pousr]_|github_pat_|glpat-|xox[abposr]-|sk-|ya29\.)")
 
 
 def redact(text: str) -> str:
-    """Hide credentials in URLs inside ``text``: ``mongodb://u:pw@h`` -> ``mongodb://u:***@h``."""
+    """Hide credentials inside ``text``: in URLs and in ``key=value`` / ``'key': 'value'`` pairs.
 
-    def hide(match: re.Match[str]) -> str:
-        user = match.group("userinfo").split(":", 1)[0]
-        return f"{match.group('scheme')}{user}:***@"
+    ``mongodb://u:pw@h`` -> ``mongodb://u:***@h``, whatever the password holds (``/``, ``#``,
+    ``?``, ``:``, ``@`` or ``%``-escapes; ``mongodb+srv://``, several hosts); a userinfo that is
+    not a plain user name (``https://TOKEN@host``) -> ``https://***@host``;
+    ``?password=x&a=1`` -> ``?password=***&a=1``; ``{'token': 'x'}`` -> ``{'token': '***'}``.
+    """
 
-    return _SECRET_QUERY.sub(r"\g<key>***", _CREDENTIALS.sub(hide, text))
+    def hide_userinfo(match: re.Match[str]) -> str:
+        user, colon, _ = match.group("userinfo").partition(":")
+        shown = user if _PLAIN_USER.fullmatch(user) and not _TOKEN_PREFIX.match(user) else "***"
+        if not colon and shown == user:  # a user without a password: nothing to hide
+            return match.group(0)
+        return f"{match.group('scheme')}{shown}:***@" if colon else f"{match.group('scheme')}***@"
+
+    def hide_value(match: re.Match[str]) -> str:
+        value = match.group("value")
+        quote = value[0] if value[:1] in {"'", '"'} else ""
+        return f"{match.group('key')}{quote}***{quote}"
+
+    text = _USERINFO.sub(hide_userinfo, text)
+    text = _BARE_USERINFO.sub(lambda match: f"{match.group('user')}:***@", text)
+    text = _SECRET_ASSIGNMENT.sub(hide_value, text)
+    return _SECRET_ITEM.sub(hide_value, text)

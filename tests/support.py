@@ -12,6 +12,11 @@ from typing import Any, TypeVar
 
 import pytest
 
+# Stands in for a run's fd capture (shared with the contract suite's journal scenario).
+from prefect_sacred.testing.doubles import InjectedOutput
+
+__all__ = ["InjectedOutput"]
+
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 T = TypeVar("T")
@@ -68,25 +73,3 @@ def subprocess_env(**extra: Any) -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     env.update({key: str(value) for key, value in extra.items()})
     return env
-
-
-class InjectedOutput:
-    """Stands in for a run's fd capture: ``read`` returns what the caller put in ``pending``.
-
-    Set it as ``run._capture`` after ``run.start()`` to drive ``Run.beat`` without a flow.
-    """
-
-    mode = "injected"
-
-    def __init__(self) -> None:
-        self.pending = ""
-
-    def read(self) -> str:
-        text, self.pending = self.pending, ""
-        return text
-
-    def stop(self) -> None:
-        pass
-
-    def bind(self) -> None:
-        return None

@@ -83,3 +83,44 @@ def test_the_labelled_id_is_what_observers_reattach_to() -> None:
 
 def test_storage_observers_know_no_run_without_an_id(backend: Any) -> None:
     assert backend.observer().reattach(None) is False
+
+
+def test_the_dead_runs_journal_is_delivered_before_its_end(tmp_path: Any, monkeypatch: Any) -> None:
+    """What the run logged after its last beat reaches the storage, then the end."""
+    import json
+
+    from prefect.states import Crashed
+
+    from prefect_sacred import FileStorageObserver
+    from prefect_sacred.flows.run import Run
+    from prefect_sacred.testing import InjectedOutput
+
+    monkeypatch.setenv("PREFECT_SACRED_JOURNAL_DIR", str(tmp_path / "journals"))
+    flow_run = _flow_run({})
+    run = Run(
+        experiment_info={"name": "elsewhere", "base_dir": str(tmp_path), "sources": []},
+        host_info={},
+        meta_info={"prefect": {"flow_run_id": str(flow_run.id)}},
+        config={},
+        command="main",
+        observers=[FileStorageObserver(str(tmp_path / "runs"))],
+        beat_interval=0,
+        capture_mode="no",
+    )
+    run.start()
+    run._capture = capture = InjectedOutput()  # type: ignore[assignment]
+    run.log_scalar("loss", 0.5)
+    capture.pending = "epoch 1\n"
+    run.tick()  # journaled, never beaten: then the process is SIGKILLed
+    assert run._heartbeat is not None
+    run._heartbeat.stop()
+    run.fanout.journal.close()  # type: ignore[union-attr]
+    with get_client(sync_client=True) as client:
+        client.update_flow_run_labels(flow_run.id, {RUN_ID_LABEL: run._id})
+    lifecycle = RunLifecycle(new_run=lambda _: None, rebuild_observers=lambda: [])  # type: ignore[arg-type,return-value]
+    lifecycle.on_crashed(flow=_experiment_flow, flow_run=flow_run, state=Crashed(message="SIGKILL"))
+    run_dir = tmp_path / "runs" / str(run._id)
+    stored = json.loads((run_dir / "run.json").read_text())
+    assert stored["status"] == "FAILED" and "SIGKILL" in "".join(stored["fail_trace"])
+    assert json.loads((run_dir / "metrics.json").read_text())["loss"]["values"] == [0.5]
+    assert (run_dir / "cout.txt").read_text() == "epoch 1\n"

@@ -15,7 +15,9 @@ from typing import IO, Any
 
 from prefect_sacred.flows.capture import Capture, start_capture
 from prefect_sacred.flows.fanout import ObserverError, ObserverFanout
-from prefect_sacred.flows.metrics import MetricsLogger
+from prefect_sacred.flows.metrics import MetricsLogger, PointBatch
+from prefect_sacred.journal.journal import RunJournal, journal_enabled
+from prefect_sacred.journal.records import encode_value
 from prefect_sacred.observers.base import ObserverLike, OutputDelta, check_artifact_name
 from prefect_sacred.serialization import utcnow
 from prefect_sacred.tasks.heartbeat import Heartbeat
@@ -45,6 +47,12 @@ class Run:
     """One execution of an experiment's main function, and what is known about it.
 
     Users reach it as the ``_run`` argument of the main function or with :func:`current_run`.
+
+    Unless the journal is off (``journal=False``, ``PREFECT_SACRED_JOURNAL=0``), a started run
+    keeps a journal on local disk (see :mod:`prefect_sacred.journal`): its metric points and
+    output every ``tick_interval`` seconds, and every event before an observer gets it. Each
+    observer is delivered to by its own thread; the end waits at most ``join_timeout``
+    seconds for all of them, then says what is left and where (``prefect-sacred sync``).
     """
 
     def __init__(
@@ -60,18 +68,27 @@ class Run:
         capture_mode: str = "fd",
         captured_out_filter: Callable[[str], str] | None = None,
         _id: Any = None,
+        join_timeout: float | None = None,
+        journal: bool | None = None,
+        tick_interval: float = 1.0,
     ) -> None:
         self.experiment_info = experiment_info
         self.host_info = host_info
         self.meta_info = meta_info
         self.config = config
         self.command = command
-        self.fanout = ObserverFanout(observers)
+        self.fanout = ObserverFanout(observers, join_timeout=join_timeout)
+        #: Whether the run keeps a journal (default: unless ``PREFECT_SACRED_JOURNAL=0``).
+        self.keep_journal = journal_enabled() if journal is None else journal
+        #: How often metric points and output are written to the journal (seconds).
+        self.tick_interval = tick_interval
         self.beat_interval = beat_interval
         self.capture_mode = capture_mode
         self.captured_out_filter = captured_out_filter
         self._id = _id
         self.info: dict[str, Any] = {}
+        #: The config entries added, modified or changed in type by updates (``print_config``).
+        self.config_modifications: Any = None
         self.status: str | None = None
         self.start_time: Any = None
         self.stop_time: Any = None
@@ -81,6 +98,8 @@ class Run:
         self.start_error: ObserverError | None = None
         self.exception: BaseException | None = None
         self._raw_out = ""
+        self._beat_raw_length = 0  # of _raw_out at the last beat
+        self._unbeaten = PointBatch()  # points since the last beat, packed
         self._metrics = MetricsLogger()
         self._finish_lock = threading.Lock()
         self._beat_lock = threading.Lock()
@@ -178,12 +197,49 @@ class Run:
             # A setup error found before the start (a bad deployment setting) is kept: the
             # observers that did start record the run failing with it.
             self.start_error = self.start_error or exc
+        self.start_error = self.start_error or self.fanout.data_error
+        if self.fanout.started and self.keep_journal:
+            self._open_journal()
         if self.start_error is not None:
             self.logger.error("%s", self.start_error)
             return
-        if self.beat_interval > 0:
-            self._heartbeat = Heartbeat(self.beat_interval, self.beat)
+        tick = self.tick if self.fanout.journal is not None else None
+        if self.beat_interval > 0 or tick is not None:
+            self._heartbeat = Heartbeat(
+                self.beat_interval, self.beat, tick=tick, tick_interval=self.tick_interval
+            )
             self._heartbeat.start()
+
+    def _open_journal(self) -> None:
+        """Start the run's journal; without one (disk full...) the run goes on, and says so."""
+        prefect_meta = self.meta_info.get("prefect") or {}
+        flow_run_id = prefect_meta.get("flow_run_id") if isinstance(prefect_meta, dict) else None
+        output_filter = self.captured_out_filter
+        filter_path = (
+            f"{output_filter.__module__}:{output_filter.__qualname__}"
+            if output_filter is not None and "<" not in getattr(output_filter, "__qualname__", "<")
+            else None
+        )
+        try:
+            # A trial of a sweep (an experiment task) is keyed by its own task run.
+            key = prefect_meta.get("task_run_id") if isinstance(prefect_meta, dict) else None
+            journal = RunJournal.create(
+                key or flow_run_id,
+                {
+                    "run_id": encode_value(self._id),
+                    "flow_run_id": flow_run_id,
+                    "experiment": self.experiment_info.get("name"),
+                    "captured_out_filter": filter_path,
+                },
+            )
+            self.fanout.keep_journal(journal)
+        except Exception as exc:
+            self.logger.warning("run %s keeps no journal: %s: %s", self._id, type(exc).__name__, exc)
+
+    @property
+    def journal_path(self) -> str | None:
+        """The directory of the run's journal, while it has one."""
+        return self.fanout.journal.path if self.fanout.journal is not None else None
 
     def bind_context(self) -> list[contextvars.Token[Any]]:
         """Make this run current (and its ``sys`` capture active) in the calling context."""
@@ -192,19 +248,52 @@ class Run:
             tokens.append(token)
         return tokens
 
+    def tick(self) -> None:
+        """Write the metric points and output captured since the last tick to the journal."""
+        with self._beat_lock:
+            self._take_points()
+            self._take_output()
+
     def beat(self) -> None:
         """Send new metrics and a heartbeat to every started observer."""
         with self._beat_lock:  # a late heartbeat and the final beat must not interleave
             beat_time = utcnow()
+            self._take_points()
             output_delta = self._read_captured_output()
+            metrics, self._unbeaten = self._unbeaten, PointBatch()
             self.fanout.beat(
-                metrics_by_name=self._metrics.drain(),
+                metrics=metrics,
                 info=self.info,
                 captured_out=self.captured_out,
                 output_delta=output_delta,
                 beat_time=beat_time,
                 result=self.result,
             )
+
+    def _take_points(self) -> None:
+        """Move the points logged since the last call into the journal and the next beat."""
+        drained = self._metrics.drain()
+        if not drained:
+            return
+        journal = self.fanout.journal
+        if journal is not None:
+            for part in drained.parts():  # a record per part: never all points as objects at once
+                journal.add_points(part)
+        self._unbeaten.extend(drained)
+
+    def _take_output(self) -> None:
+        """Append the output captured since the last call to ``_raw_out`` and the journal."""
+        new = self._capture.read() if self._capture is not None else ""
+        if not new:
+            return
+        # Drop our reference first: a str with one reference grows in place, so a beat
+        # costs what is new rather than a copy of the whole output.
+        output, self._raw_out = self._raw_out, ""
+        output += new
+        self._raw_out = output
+        journal = self.fanout.journal
+        if journal is not None:
+            journal.add_output(new)
 
     def complete(self, result: Any) -> None:
         """The main function returned: final beat, then ``completed_event``."""
@@ -239,7 +328,7 @@ class Run:
         if self.fanout.started:
             self.beat()  # the final beat carries the tail of the output and the last metrics
         self.status = final_status
-        self.stop_time = utcnow()
+        self.stop_time = self.stop_time or utcnow()  # set when the main function returned
         return True
 
     def _ended(self) -> None:
@@ -258,16 +347,12 @@ class Run:
     def _read_captured_output(self) -> OutputDelta:
         """Take in the output captured since the last beat; return how ``captured_out`` changed."""
         shown = len(self.captured_out)
-        new = self._capture.read() if self._capture is not None else ""
-        if new:
-            # Drop our reference first: a str with one reference grows in place, so a beat
-            # costs what is new rather than a copy of the whole output.
-            output, self._raw_out = self._raw_out, ""
-            output += new
-            self._raw_out = output
+        since = self._beat_raw_length
+        self._take_output()
+        self._beat_raw_length = len(self._raw_out)
         if self.captured_out_filter is None:
-            return OutputDelta(shown, new)
-        if not new and self._filtered_out:
+            return OutputDelta(since, self._raw_out[since:])
+        if len(self._raw_out) == since and self._filtered_out:
             return OutputDelta(shown, "")
         before, self._filtered_out = self._filtered_out, self.captured_out_filter(self._raw_out)
         start = common_prefix_length(before, self._filtered_out)
@@ -302,4 +387,3 @@ def format_fail_trace(exc: BaseException, skip_frames: int = 0) -> list[str]:
         if tb is not None and tb.tb_next is not None:
             tb = tb.tb_next
     return traceback.format_exception(type(exc), exc, tb)
-

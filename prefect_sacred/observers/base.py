@@ -207,8 +207,8 @@ class RunObserver:
        becomes the run's ``_id`` for every observer after it; an observer given an ``_id`` must
        use it.
     2. Any number of beats. A beat is ``log_metrics`` (the points since the previous beat, maybe
-       none) and then ``heartbeat_event``, so the metrics a heartbeat's ``info`` refers to are
-       already stored.
+       none; more than 50,000 come in several calls of at most that many, in order) and then
+       ``heartbeat_event``, so the metrics a heartbeat's ``info`` refers to are already stored.
        ``artifact_event`` and ``resource_event`` come between beats, when the main function
        calls them.
     3. A final beat, then exactly one of ``completed_event``, ``interrupted_event`` or
@@ -218,10 +218,13 @@ class RunObserver:
     crash hooks of served runs in the serve process): there a fresh observer gets ``reattach``
     and then only the final event and ``join``.
 
-    **Threads.** ``started_event`` comes from the thread starting the flow run, beats from the
-    run's heartbeat thread, artifacts and resources from the main function's threads, the final
-    event from the thread ending the run. The run never calls one observer concurrently: it
-    holds a lock around every call, so an observer needs no lock of its own for its run.
+    **Threads.** ``started_event`` comes from the thread starting the flow run, synchronously.
+    Every later event is written to the run's journal and then delivered by a thread of the
+    observer's own (one per observer and run), in order, so a slow or dead backend delays no
+    other observer, no heartbeat and not the end of the run (which waits at most
+    ``join_timeout`` seconds for all observers together). The run never calls one observer
+    concurrently, so an observer needs no lock of its own for its run. ``add_artifact`` waits
+    until each observer took the file (or its backend is known to be failing).
 
     **State.** An instance records one run at a time. If a run starts while the instance is
     busy with another run in the same process, the new run gets a shallow copy
@@ -238,15 +241,24 @@ class RunObserver:
     previous beat, so storing the output costs what is new (see :meth:`heartbeat_event`).
 
     **Failures.** An exception from ``started_event`` or ``queued_event`` stops the run before
-    the main function runs, with the observer named in the error. Any later exception is logged
-    with the observer's name and counted in ``Run.observer_errors``, and the observer keeps
-    receiving events: write so that the next event catches up (a heartbeat carries the full
-    state). :class:`InvalidArtifactName` from ``artifact_event`` is the caller's mistake and is
-    raised to the caller.
+    the main function runs, with the observer named in the error. After the start, **an event
+    that returned is delivered; an event that raised is delivered again**, after a pause that
+    grows while the backend stays away, and the events after it wait in order (heartbeats
+    waiting meanwhile are merged into the newest). So raise only when nothing of the event was
+    stored, or make a repeated call harmless (a retried ``log_metrics`` must not store its
+    points twice), and never swallow a failure you want retried. Each failure is counted in
+    ``Run.observer_errors``; an outage is logged once when it begins and once when it ends.
+    :class:`InvalidArtifactName` from ``artifact_event`` is the caller's mistake: not retried,
+    raised to the caller. What is still undelivered when the run's time to end is up stays in
+    the run's journal, and the run says so; ``prefect-sacred sync`` delivers it later.
 
     **Processes.** Prefect's ``serve`` pickles the flow with its hooks, and so the experiment and
     its observers, into every flow-run process. Drop connections and locks in ``__getstate__``
-    and reconnect lazily.
+    and reconnect lazily. An observer that defines ``reattach`` is also pickled into the run's
+    journal at the start, and rebuilt from there by ``prefect-sacred sync`` or by the process
+    recording the end of a run whose process died: pickling must keep its configuration (where
+    it stores runs), and ``reattach(_id)`` on the rebuilt instance must continue the run, so
+    that the events it missed (beats, then the end) can follow.
     """
 
     priority: int = 0
@@ -346,6 +358,17 @@ class RunObserver:
 
     def run_location(self) -> str | None:
         """Where the current run is stored, for people (a path, a URL without credentials)."""
+        return None
+
+    def stored_point_counts(self) -> dict[str, int] | None:
+        """How many points of each metric the backend holds for the current run (after ``reattach``).
+
+        A write whose answer was lost may have been stored even though it raised. When the
+        events a dead process could not confirm are delivered again (``prefect-sacred sync``, the
+        end recorded from the serve process), the points this reports as stored are left out of
+        the batches sent again, so none is stored twice. The default (None) means "I cannot
+        tell": the batches are sent whole.
+        """
         return None
 
     def save_undelivered(self, events: Sequence[PendingEvent], reason: str) -> str | None:

@@ -15,6 +15,11 @@ away. Unlike Sacred's:
   queue holds one heartbeat's ``captured_out`` at most, and only until it is delivered;
 * events are forwarded with whatever arguments they came with, Sacred's tests' positional
   ones included; ``log_metrics`` keeps the event's signature ``(metrics_by_name, info)``.
+
+Every run now delivers to each of its observers from a thread of its own, through the same
+:class:`~prefect_sacred.journal.delivery.DeliveryWorker` (with a journal on disk behind it), so
+wrapping is no longer needed to ride out outages; the wrapper stays for code that uses it, and
+for its own ``join_timeout`` and failure files.
 """
 
 from __future__ import annotations
@@ -25,12 +30,11 @@ import logging
 import os
 import threading
 import time
-from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
+from prefect_sacred.journal.delivery import DeliveryWorker
 from prefect_sacred.observers.base import (
-    InvalidArtifactName,
     ObserverLike,
     OutputDelta,
     PendingEvent,
@@ -76,14 +80,34 @@ class QueueObserver(RunObserver):
         self.retry_interval = retry_interval
         self.join_timeout = join_timeout
         self.failure_dir = str(failure_dir) if failure_dir is not None else None
-        self._events: deque[PendingEvent] = deque()
-        self._condition = threading.Condition()
-        self._busy = False
-        self._stop = False
-        self._worker: threading.Thread | None = None
-        #: The last delivery failure, described (an exception would keep its frames alive,
-        #: and with them the ``captured_out`` of the beat that failed).
-        self.last_error: str | None = None
+        # The run's own delivery worker: in order, retried every retry_interval seconds, a
+        # waiting heartbeat always merged into the next.
+        self._delivery = DeliveryWorker(
+            covered_observer,
+            retry_interval=retry_interval,
+            max_retry_interval=retry_interval,
+            merge_after=0.0,
+            idle_interval=interval,
+            log=logger,
+        )
+
+    @property
+    def last_error(self) -> str | None:
+        """The last delivery failure, described (credentials hidden)."""
+        return self._delivery.last_error
+
+    @property
+    def _worker(self) -> threading.Thread | None:
+        # Sacred's tests look at the thread.
+        return self._delivery.thread
+
+    @property
+    def _events(self) -> Any:
+        return self._delivery.events
+
+    @property
+    def _busy(self) -> bool:
+        return self._delivery.busy
 
     @property
     def covered_observer(self) -> ObserverLike:
@@ -140,18 +164,14 @@ class QueueObserver(RunObserver):
         return self._covered_observer.queued_event(*args, **kwargs)
 
     def started_event(self, *args: Any, **kwargs: Any) -> Any:
-        with self._condition:
-            self._stop = False
         returned = self._covered_observer.started_event(*args, **kwargs)
-        self._start_worker()
+        self._delivery.start()
         return returned
 
     def reattach(self, _id: Any) -> bool:
         attach = getattr(self._covered_observer, "reattach", None)
         if callable(attach) and attach(_id):
-            with self._condition:
-                self._stop = False
-            self._start_worker()
+            self._delivery.start()
             return True
         return False
 
@@ -194,103 +214,16 @@ class QueueObserver(RunObserver):
         Raises:
             UndeliveredEvents: events were left; the message says where they are kept.
         """
-        deadline = time.monotonic() + self.join_timeout
-        with self._condition:
-            self._condition.notify_all()
-            while (self._events or self._busy) and time.monotonic() < deadline:
-                self._condition.wait(min(0.5, max(deadline - time.monotonic(), 0.0)))
-            self._stop = True
-            self._condition.notify_all()
-        worker = self._worker
-        if worker is not None and worker is not threading.current_thread():
-            # An attempt in progress is bounded by the backend's own timeouts: wait for it a bit.
-            worker.join(min(10.0, self.join_timeout + 1.0))
-        worker_done = worker is None or not worker.is_alive()
-        self._worker = None
-        with self._condition:
-            left = list(self._events)
-            self._events.clear()
+        drained = self._delivery.wait_idle(time.monotonic() + self.join_timeout)
+        # An attempt in progress is bounded by the backend's own timeouts: wait for it a bit.
+        worker_done = self._delivery.stop(0.0 if drained else min(10.0, self.join_timeout + 1.0))
+        left = [delivery.event for delivery in self._delivery.take_undelivered()]
         if left:
             self._give_up(left, worker_done)
         self._covered_observer.join()
 
-    # --- the worker ---------------------------------------------------------------------------
-
     def _put(self, event: PendingEvent) -> None:
-        with self._condition:
-            if event.name == "heartbeat_event":
-                # The newer beat carries everything an undelivered older one had (and goes after
-                # the metrics it refers to); only the older knows where its output change began.
-                first = 1 if self._busy else 0  # the event being delivered stays
-                for index in range(len(self._events) - 1, first - 1, -1):
-                    if self._events[index].name == "heartbeat_event":
-                        event = _merged_heartbeat(self._events[index], event)
-                        del self._events[index]
-                        break
-            self._events.append(event)
-            self._condition.notify_all()
-        self._start_worker()
-
-    def _start_worker(self) -> None:
-        if self._worker is not None and self._worker.is_alive():
-            return
-        self._worker = threading.Thread(
-            target=self._loop,
-            daemon=True,
-            name=f"prefect-sacred-queue-{type(self._covered_observer).__name__}",
-        )
-        self._worker.start()
-
-    def _loop(self) -> None:
-        failing_since: float | None = None
-        while True:
-            with self._condition:
-                while not self._events and not self._stop:
-                    self._condition.wait(self.interval)
-                if self._stop:
-                    return
-                event = self._events[0]
-                self._busy = True
-            try:
-                event.deliver()
-            except InvalidArtifactName as exc:  # the caller's mistake: retrying cannot help
-                logger.error("%s refused %s: %s", type(self._covered_observer).__name__, event.name, exc)
-                self._done(event)
-                continue
-            except Exception as exc:
-                self.last_error = redact(f"{type(exc).__name__}: {exc}")[:300]
-                if failing_since is None:
-                    failing_since = time.monotonic()
-                    logger.warning(
-                        "%s could not take %s (%s); retrying every %.0f s",
-                        type(self._covered_observer).__name__,
-                        event.name,
-                        self.last_error,
-                        self.retry_interval,
-                    )
-                with self._condition:
-                    self._busy = False
-                    self._condition.notify_all()
-                    self._condition.wait_for(lambda: self._stop, self.retry_interval)
-                continue
-            if failing_since is not None:
-                logger.warning(
-                    "%s is back after %.0f s",
-                    type(self._covered_observer).__name__,
-                    time.monotonic() - failing_since,
-                )
-                failing_since = None
-            self._done(event)
-            # Waiting for the next event must not hold this one: its captured_out would make
-            # the run copy its whole output on the next beat instead of appending in place.
-            del event
-
-    def _done(self, event: PendingEvent) -> None:
-        with self._condition:
-            if self._events and self._events[0] is event:
-                self._events.popleft()
-            self._busy = False
-            self._condition.notify_all()
+        self._delivery.put(event)
 
     def _give_up(self, events: list[PendingEvent], worker_done: bool) -> None:
         names = ", ".join(sorted({event.name for event in events}))
@@ -324,11 +257,3 @@ class QueueObserver(RunObserver):
             ],
         }
         return write_failure_file(directory, "queue_fail_", json.dumps(record, indent=1))
-
-
-def _merged_heartbeat(older: PendingEvent, newer: PendingEvent) -> PendingEvent:
-    first, second = older.kwargs.get("output_delta"), newer.kwargs.get("output_delta")
-    if first is None or second is None:
-        return newer
-    kwargs = {**newer.kwargs, "output_delta": first.then(second)}
-    return PendingEvent(newer.name, newer.method, newer.args, kwargs)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -89,8 +90,35 @@ class ProcessScenarios(SuiteHooks):
             assert record.fail_trace and "SIGKILL" in "".join(record.fail_trace)
             assert record.stop_time is not None
 
+    @pytest.mark.slow
+    def test_a_served_run_killed_mid_epoch_keeps_what_it_logged_until_a_second_before(
+        self, tmp_path: Path
+    ) -> None:
+        self.observer()  # fresh storage for the serve process and its runs
+        url = self.require_processes("served-run", "observer_url", self.observer_url())
+        progress = tmp_path / "progress"
+
+        def lines() -> list[str]:
+            return progress.read_text().splitlines() if progress.exists() else []
+
+        # Beats every 10 minutes: only the run's journal can carry its points and output.
+        with self._serving(url, tmp_path, CONTRACT_BEAT_INTERVAL="600") as deployment:
+            _, run_id = self._start_served_run(deployment, progress=str(progress))
+            wait_for(lambda: len(lines()) > 40, timeout=self.process_timeout, what="40 epochs")
+            os.kill(int(lines()[0]), signal.SIGKILL)
+            killed_at = time.time()
+            record = self.wait_for_run(
+                run_id, lambda r: r.status != "RUNNING", "the killed run to leave RUNNING"
+            )
+        assert record.status == "FAILED"
+        logged = [line.split() for line in lines()[1:]]
+        old_enough = [float(step) for step, stamp in logged if float(stamp) < killed_at - 1.5]
+        values = [float(value) for value in record.metrics.get("loss", {}).get("values", [])]
+        assert values[: len(old_enough)] == old_enough, (len(values), len(old_enough))
+        assert f"step {int(old_enough[-1])}\n" in record.captured_out, record.captured_out[-500:]
+
     @contextmanager
-    def _serving(self, url: str, workdir: Path) -> Iterator[str]:
+    def _serving(self, url: str, workdir: Path, **env: str) -> Iterator[str]:
         """A serve process for ``served.py`` whose observers come from ``url``; yields its name."""
         from prefect.client.orchestration import get_client
 
@@ -102,7 +130,7 @@ class ProcessScenarios(SuiteHooks):
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=workdir,
-                env=self.subprocess_env(PREFECT_SACRED_OBSERVERS=url),
+                env=self.subprocess_env(PREFECT_SACRED_OBSERVERS=url, **env),
                 start_new_session=True,
             )
 
@@ -134,14 +162,14 @@ class ProcessScenarios(SuiteHooks):
                     process.kill()
                     process.wait(15)
 
-    def _start_served_run(self, deployment: str) -> tuple[Any, Any]:
+    def _start_served_run(self, deployment: str, **parameters: Any) -> tuple[Any, Any]:
         """Create a run of the deployment; return (flow run id, experiment run id) once it runs."""
         from prefect.client.orchestration import get_client
         from prefect.deployments import run_deployment
 
         from prefect_sacred.flows.prefect_api import RUN_ID_LABEL
 
-        flow_run: Any = run_deployment(deployment, parameters={"seconds": 60}, timeout=0)
+        flow_run: Any = run_deployment(deployment, parameters={"seconds": 60, **parameters}, timeout=0)
 
         def labelled() -> Any:
             with get_client(sync_client=True) as client:

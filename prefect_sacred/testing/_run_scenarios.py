@@ -136,7 +136,8 @@ class RunScenarios(SuiteHooks):
             ex.run()
         record = self.read_run(_last_id(ex))
         assert record.status == "TIMEOUT"
-        assert record.info["prefect_state"]["name"] == "TimedOut"
+        assert "prefect_state" not in record.info  # info holds only what the user put there
+        assert ex.last_run is not None and ex.last_run.meta_info["prefect"]["state"]["name"] == "TimedOut"
         assert record.stop_time is not None
 
     def test_a_keyboard_interrupt_is_recorded_as_interrupted(self) -> None:

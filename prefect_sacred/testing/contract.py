@@ -7,13 +7,14 @@ in a class whose name starts with ``Test``, like Prefect's ``BlockStandardTestSu
 
 from __future__ import annotations
 
+from prefect_sacred.testing._journal_scenarios import JournalScenarios
 from prefect_sacred.testing._process_scenarios import ProcessScenarios
 from prefect_sacred.testing._run_scenarios import RunScenarios
 
 __all__ = ["ObserverContractSuite"]
 
 
-class ObserverContractSuite(RunScenarios, ProcessScenarios):
+class ObserverContractSuite(RunScenarios, JournalScenarios, ProcessScenarios):
     """Every scenario of the observer contract; subclass it and say how to build and read.
 
     Override :meth:`observer` and :meth:`read_run`; override :meth:`observer_flags` and
@@ -59,7 +60,10 @@ class ObserverContractSuite(RunScenarios, ProcessScenarios):
     * two overlapping runs through one observer instance (the second gets a ``copy.copy``)
       keep their own config, info, metrics, output and result;
     * values JSON cannot express (numpy, datetimes, sets, your objects) do not crash the run
-      (skipped without numpy); 20 MB of output are captured whole.
+      (skipped without numpy); 20 MB of output are captured whole;
+    * the observer pickles, and one rebuilt from the run's journal (``reattach``) finishes a
+      run whose process died: every point and all output, then ``FAILED`` (skipped for an
+      observer without ``reattach``, which ``prefect-sacred sync`` cannot resume).
 
     Scenarios in real processes, marked ``slow``, each skipped with its reason when its hook
     returns None or when no Prefect API server is configured (``PREFECT_API_URL`` unset: an
@@ -68,7 +72,9 @@ class ObserverContractSuite(RunScenarios, ProcessScenarios):
     * SIGTERM and Ctrl-C of a command-line run are ``INTERRUPTED`` (``observer_flags()``);
     * a served run that is cancelled is ``INTERRUPTED``, one whose process gets SIGKILL is
       ``FAILED`` with the signal in its trace, both recorded by the serve process through
-      ``reattach`` (``observer_url()``; one serve process, about 10 s).
+      ``reattach`` (``observer_url()``; one serve process, about 10 s);
+    * a served run SIGKILLed mid-epoch, beating every 10 minutes, still has every metric point
+      and line of output it produced until about a second before the kill (from its journal).
 
     Register the ``slow`` marker in your pytest configuration (``markers = ["slow: ..."]``;
     ``--strict-markers`` requires it) or accept pytest's warning about it; ``-m "not slow"``

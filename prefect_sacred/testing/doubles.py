@@ -22,7 +22,7 @@ from typing import Any
 
 from prefect_sacred.observers.base import OutputDelta, RunObserver
 
-__all__ = ["FailingObserver", "InMemoryObserver", "capture_runs"]
+__all__ = ["FailingObserver", "InMemoryObserver", "InjectedOutput", "capture_runs"]
 
 
 class _IdCounter:
@@ -316,3 +316,27 @@ def capture_runs(priority: int = 0) -> Iterator[InMemoryObserver]:
     observer = InMemoryObserver(priority=priority)
     with observing(observer):
         yield observer
+
+
+class InjectedOutput:
+    """Stands in for a run's fd capture: ``read`` returns what the caller put in ``pending``.
+
+    Set it as ``run._capture`` after ``run.start()`` to drive ``Run.beat`` without a flow.
+    """
+
+    mode = "injected"
+
+    def __init__(self) -> None:
+        self.pending = ""
+
+    def read(self) -> str:
+        """What was put in ``pending`` since the last read."""
+        text, self.pending = self.pending, ""
+        return text
+
+    def stop(self) -> None:
+        """Nothing to stop."""
+
+    def bind(self) -> None:
+        """Nothing to bind."""
+        return None

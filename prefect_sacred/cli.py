@@ -1,0 +1,87 @@
+"""The ``prefect-sacred`` console script.
+
+``prefect-sacred sync [JOURNAL_DIR ...]`` or ``prefect-sacred sync --all``: deliver what runs'
+journals hold to the observers that have not received it (like ``wandb sync``), in order and
+idempotently, and report per run and observer what was delivered and what could not be. Exits
+with status 1 when something is left, 2 on a malformed command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+__all__ = ["main"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    from prefect_sacred.journal.journal import JOURNAL_DIR_ENV_VAR, RunJournal, journal_root
+
+    parser = argparse.ArgumentParser(prog="prefect-sacred", description="prefect-sacred's tools")
+    commands = parser.add_subparsers(dest="command", required=True)
+    sync = commands.add_parser(
+        "sync",
+        help="deliver what runs' journals hold to their observers",
+        description=(
+            "Deliver the events in runs' journals to every observer that has not received them, "
+            "in order; runs whose process died without an end are recorded as FAILED. "
+            f"Journals live in {JOURNAL_DIR_ENV_VAR} (default ~/.prefect_sacred/journal)."
+        ),
+    )
+    sync.add_argument("journals", nargs="*", metavar="JOURNAL_DIR", help="journal directories")
+    sync.add_argument(
+        "--all", action="store_true", help="every journal on this machine (except runs still running)"
+    )
+    watch = commands.add_parser(
+        "watch",
+        help="record runs of an experiment's deployments as QUEUED when they are created",
+        description=(
+            "Follow Prefect's event stream: runs of the experiment's deployments created by the UI, "
+            "`prefect deployment run`, schedules or the API are recorded QUEUED by its observers "
+            "(code and PREFECT_SACRED_OBSERVERS); queued runs cancelled or deleted before they start "
+            "become INTERRUPTED; runs on this machine whose process died get their journal and "
+            "FAILED. One per work pool is enough; several at once give one record."
+        ),
+    )
+    watch.add_argument("experiment", metavar="EXPERIMENT", help="a script (exp.py) or module (pkg.exp[:ex])")
+    options = parser.parse_args(argv)
+    if options.command == "watch":
+        from prefect_sacred.watch.cli import watch_command
+
+        return watch_command(options.experiment)
+    if not options.all and not options.journals:
+        parser.error("sync: give journal directories or --all")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from prefect_sacred.journal.sync import sync_journal
+
+    paths = list(options.journals)
+    if options.all:
+        paths += [path for path in RunJournal.all() if path not in paths]
+        if not paths:
+            print(f"no journals in {journal_root()}")
+    status = 0
+    for path in paths:
+        try:
+            report = sync_journal(path)
+        except FileNotFoundError as exc:
+            print(f"{path}: {exc}", file=sys.stderr)
+            status = 1
+            continue
+        for line in report.lines():
+            print(line)
+        if report.skipped is not None and not options.all:
+            status = 1
+        if not report.complete or any(outcome.lost for outcome in report.outcomes):
+            status = 1 if report.skipped is None or not options.all else status
+    return status
+
+
+def run() -> None:
+    """The console script's entry point."""
+    raise SystemExit(main())
+
+
+if __name__ == "__main__":
+    run()
