@@ -11,12 +11,15 @@ writes them, with these differences:
   whole output only when the delta does not continue them (a filter rewrote earlier output, a
   write failed) or there is none (a caller that sends whole strings, like Sacred's tests);
 * metrics are appended to ``metrics.journal``
-  (:class:`~prefect_sacred.observers.metrics_journal.MetricsJournal`) on every beat.
+  (:class:`~prefect_sacred.observers.metrics_journal.MetricsJournal`) on every beat; a
+  ``log_metrics`` that returned has its points in it, one that raised stored none.
   ``metrics.json`` is rewritten on :class:`~prefect_sacred.observers.files.RewriteSchedule`'s
   terms: while that is cheap, beyond that only once the history grew by a quarter since the
-  last rewrite, so the amortised cost of a beat is proportional to what is new, not to the
-  whole history, whatever the beat interval. At the end of the run ``metrics.json`` is complete
-  and the journal is removed;
+  last rewrite. A rewrite encodes only the new points and copies the others from the file
+  (:class:`~prefect_sacred.observers.metrics_journal.MetricsJsonFile`), byte-identical to
+  ``json.dumps(metrics, sort_keys=True, indent=2)``, so the amortised cost of a beat is
+  proportional to what is new and the observer keeps no point in memory once written. At the
+  end of the run ``metrics.json`` is complete and the journal is removed;
 * artifact names that escape the run directory or would overwrite the observer's files are
   refused with :class:`InvalidArtifactName`.
 """
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import os
 import warnings
 from pathlib import Path
@@ -32,7 +36,7 @@ from typing import Any
 
 from prefect_sacred.observers.base import InvalidArtifactName, OutputDelta, RunObserver
 from prefect_sacred.observers.files import OutputFile, RewriteSchedule, copy_atomic, read_text, write_atomic
-from prefect_sacred.observers.metrics_journal import MetricsJournal, Series
+from prefect_sacred.observers.metrics_journal import MetricsJournal, MetricsJsonFile, StaleMetricsFile
 from prefect_sacred.observers.registry import (
     ObserverConfigError,
     register_observer_option,
@@ -42,6 +46,8 @@ from prefect_sacred.serialization import flatten, isoformat
 from prefect_sacred.utils import md5_of_file
 
 __all__ = ["FileStorageObserver"]
+
+logger = logging.getLogger("prefect_sacred")
 
 METRICS_JOURNAL = "metrics.journal"
 _OWN_FILES = {"run.json", "config.json", "cout.txt", "info.json", "metrics.json", METRICS_JOURNAL}
@@ -65,9 +71,9 @@ class FileStorageObserver(RunObserver):
     """
 
     VERSION = "FileStorageObserver-0.7.0"
-    # Per run (see _begin): the metrics so far, their journal, the output file, how many
+    # Per run (see _begin): metrics.json, the metrics journal, the output file, how many
     # points there are and when metrics.json is rewritten.
-    _metrics: dict[str, Series]
+    _metrics: MetricsJsonFile
     _journal: MetricsJournal
     _output: OutputFile
     _points: int
@@ -183,16 +189,16 @@ class FileStorageObserver(RunObserver):
         self._write_json("run.json", self.run_entry)
 
     def log_metrics(self, metrics_by_name: dict[str, dict[str, list[Any]]], info: dict[str, Any]) -> None:
-        # Kept in memory first: a failed append is retried with the next batch, and metrics.json
-        # has the points meanwhile.
-        for name, series in self._journal.add(metrics_by_name).items():
-            stored = self._metrics.setdefault(name, {"values": [], "steps": [], "timestamps": []})
-            for key in ("values", "steps", "timestamps"):
-                stored[key].extend(series[key])
-            self._points += len(series["values"])
-        self._journal.flush()
+        # Stored once in the journal (an append that raises stored nothing, so a retry of this
+        # batch doubles no point); metrics.json follows on the schedule's terms.
+        batch = self._journal.append(metrics_by_name)
+        self._metrics.add_encoded(batch)
+        self._points += sum(points for points, _ in batch.values())
         if self._schedule.is_due(self._points):
-            self._write_metrics_json()
+            try:
+                self._write_metrics_json()
+            except OSError as exc:  # the journal has the points; the next rewrite catches up
+                logger.warning("could not rewrite %s/metrics.json (%s); retried later", self.dir, exc)
 
     def completed_event(self, stop_time: dt.datetime, result: Any) -> None:
         self.run_entry.update(stop_time=isoformat(stop_time), result=result, status="COMPLETED")
@@ -248,8 +254,7 @@ class FileStorageObserver(RunObserver):
         self.info = _read_json(os.path.join(run_dir, "info.json"), {})
         # Not read: only the final event follows. Output that comes all the same is written whole.
         self._output.stored = -1
-        self._metrics = self._journal.replay() or _read_json(os.path.join(run_dir, "metrics.json"), {})
-        self._points = sum(len(series.get("values", [])) for series in self._metrics.values())
+        self._reload_metrics()
         return True
 
     def run_location(self) -> str | None:
@@ -267,7 +272,7 @@ class FileStorageObserver(RunObserver):
         """Reset the per-run state (an instance may record many runs, one after the other)."""
         self.dir = run_dir
         self.run_entry, self.config, self.info = {}, {}, {}
-        self._metrics = {}
+        self._metrics = MetricsJsonFile(os.path.join(run_dir, "metrics.json"))
         self._journal = MetricsJournal(os.path.join(run_dir, METRICS_JOURNAL))
         self._output = OutputFile(os.path.join(run_dir, "cout.txt"))
         self._points = 0
@@ -335,8 +340,19 @@ class FileStorageObserver(RunObserver):
     def _write_metrics_json(self) -> None:
         # Sacred writes metrics.json at the first beat: the schedule's first rewrite is due then.
         with self._schedule.rewriting(self._points):
-            text = json.dumps(self._metrics, sort_keys=True, indent=2, default=str)
-            write_atomic(os.path.join(self._dir, "metrics.json"), text)
+            try:
+                self._metrics.write()
+            except StaleMetricsFile:  # changed behind our back: rebuilt from the journal
+                self._reload_metrics()
+                self._metrics.write()
+
+    def _reload_metrics(self) -> None:
+        """Every point of the run, from the journal (or a complete metrics.json without one)."""
+        run_dir = self._dir
+        points = self._journal.replay() or _read_json(os.path.join(run_dir, "metrics.json"), {})
+        self._metrics.reset()
+        self._metrics.add(points)
+        self._points = sum(len(series.get("values", [])) for series in points.values())
 
     def _finish(self) -> None:
         self._write_json("run.json", self.run_entry)
@@ -415,8 +431,9 @@ def _file_storage_option(value: str) -> FileStorageObserver:
 
 @register_url_scheme("file")
 def _file_storage_url(url: str) -> FileStorageObserver:
-    """``file://./my_runs`` (relative) or ``file:///abs/path``."""
+    """``file://./my_runs`` (relative to the working directory, made absolute) or ``file:///abs/path``."""
     path = url[len("file://") :]
     if not path:
         raise ObserverConfigError("file:// URL without a path")
-    return FileStorageObserver(path)
+    # Absolute now: the serve process, its flow-run processes and every log agree on the place.
+    return FileStorageObserver(os.path.abspath(path))

@@ -16,12 +16,20 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 if TYPE_CHECKING:
     from prefect_sacred.observers.base import OutputDelta
 
-__all__ = ["OutputFile", "RewriteSchedule", "copy_atomic", "read_text", "write_atomic", "write_failure_file"]
+__all__ = [
+    "OutputFile",
+    "RewriteSchedule",
+    "copy_atomic",
+    "read_text",
+    "replacing",
+    "write_atomic",
+    "write_failure_file",
+]
 
 
 def _create_temporary(directory: str, name: str) -> tuple[int, str]:
@@ -53,6 +61,27 @@ def write_atomic(path: str, text: str, durable: bool = False) -> None:
             if durable:
                 stream.flush()
                 os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        _remove_quietly(temporary)
+        raise
+
+
+@contextmanager
+def replacing(path: str, before: Callable[[str], None] | None = None) -> Iterator[BinaryIO]:
+    """A binary stream whose content replaces ``path`` when the ``with`` block succeeds (a
+    write-then-rename, as :func:`write_atomic`, for files written piece by piece).
+
+    ``before(temporary_path)`` is called once the new content is complete and before it
+    replaces ``path`` (an upload of it); if it raises, ``path`` is left as it was.
+    """
+    directory, name = os.path.split(os.path.abspath(path))
+    handle, temporary = _create_temporary(directory, name)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            yield stream
+        if before is not None:
+            before(temporary)
         os.replace(temporary, path)
     except BaseException:
         _remove_quietly(temporary)

@@ -174,7 +174,7 @@ def _observer_from_block(url: str) -> ObserverLike:
     """
     slug_and_name = url[len("block://") :]
     if slug_and_name.count("/") != 1 or not all(slug_and_name.split("/")):
-        raise ObserverConfigError(f"expected block://<block-type-slug>/<block-name>, got {url!r}")
+        raise ObserverConfigError(f"expected block://<block-type-slug>/<block-name>, got {redact(url)!r}")
     from prefect.blocks.core import Block
 
     try:

@@ -380,27 +380,92 @@ def test_metrics_json_is_complete_in_sacreds_shape_after_many_beats(
     assert sorted(os.listdir(run_dir)) == ["config.json", "cout.txt", "metrics.json", "run.json"]
 
 
-def test_a_failed_journal_append_is_written_with_the_next_batch_on_lines_of_its_own(
+class _DiskFillsUp:
+    """``open`` for the journal whose files write half of what they are given, then raise."""
+
+    def __init__(self) -> None:
+        self.failures = 0
+
+    def __call__(self, path: str, mode: str = "r", **kwargs: Any) -> Any:
+        handle = open(path, mode, **kwargs)  # noqa: SIM115 (closed by the caller's with)
+        owner = self
+
+        class Half:
+            def __enter__(self) -> Any:
+                return self
+
+            def __exit__(self, *exc: Any) -> None:
+                handle.close()
+
+            def seek(self, *args: Any) -> int:
+                return handle.seek(*args)
+
+            def write(self, data: Any) -> int:
+                handle.write(bytes(data)[: len(data) // 2])
+                owner.failures += 1
+                raise OSError("disk full")
+
+        return Half()
+
+
+def test_a_failed_journal_append_stores_nothing_and_its_retry_stores_each_point_once(
     observer: FileStorageObserver, basedir: Path, sources: dict[str, Any],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     _start(observer, sources)
     observer.log_metrics(metrics_by_name=_batch("loss", range(0, 3)), info={})
-    real_append = metrics_journal._append
-
-    def half_append(path: str, text: str) -> None:  # the disk fills up mid-line
-        real_append(path, text[: len(text) // 2])
-        raise OSError("disk full")
-
-    monkeypatch.setattr(metrics_journal, "_append", half_append)
+    journal_path = basedir / "1" / file_storage.METRICS_JOURNAL
+    before = journal_path.read_bytes()
+    disk = _DiskFillsUp()
+    monkeypatch.setattr(metrics_journal, "open", disk, raising=False)
+    second = _batch("loss", range(3, 6))
     with pytest.raises(OSError, match="disk full"):
-        observer.log_metrics(metrics_by_name=_batch("loss", range(3, 6)), info={})
+        observer.log_metrics(metrics_by_name=second, info={})
+    assert disk.failures == 1
+    assert journal_path.read_bytes() == before  # the half line was cut off again
     monkeypatch.undo()
+    observer.log_metrics(metrics_by_name=second, info={})  # the delivery worker's retry
     observer.log_metrics(metrics_by_name=_batch("loss", range(6, 9)), info={})
-    journal = MetricsJournal(str(basedir / "1" / file_storage.METRICS_JOURNAL))
+    journal = MetricsJournal(str(journal_path))
     assert journal.replay()["loss"]["steps"] == list(range(9))
     observer.completed_event(stop_time=T3, result=None)
     assert _read(basedir / "1" / "metrics.json")["loss"]["steps"] == list(range(9))
+
+
+def test_metrics_json_rewrites_are_byte_identical_to_a_full_dump(tmp_path: Path) -> None:
+    """Names arriving out of order, odd names, NaN and infinities, every beat rewritten."""
+    from prefect_sacred.observers.metrics_journal import MetricsJsonFile
+
+    path = str(tmp_path / "metrics.json")
+    incremental = MetricsJsonFile(path)
+    incremental.write()
+    assert Path(path).read_text() == json.dumps({}, sort_keys=True, indent=2)
+    whole: dict[str, dict[str, list[Any]]] = {}
+    names = ["m", "b", "z", "a\u00e9\"q", "b", "0", "m"]
+    for beat, name in enumerate(names):
+        values = [beat + 0.5, float("nan"), float("inf"), -beat, True][: beat % 5 + 1]
+        series = {"steps": list(range(len(values))), "values": values,
+                  "timestamps": [f"2024-01-01T00:00:0{beat}.000001"] * len(values)}
+        incremental.add({name: series})
+        kept = whole.setdefault(name, {"values": [], "steps": [], "timestamps": []})
+        for key in kept:
+            kept[key].extend(series[key])
+        if beat % 2:
+            incremental.write()
+            assert Path(path).read_text() == json.dumps(whole, sort_keys=True, indent=2)
+    incremental.write()
+    assert Path(path).read_text() == json.dumps(whole, sort_keys=True, indent=2)
+
+
+def test_a_metrics_json_changed_behind_the_observer_is_rebuilt_from_the_journal(
+    observer: FileStorageObserver, basedir: Path, sources: dict[str, Any]
+) -> None:
+    _start(observer, sources)
+    observer.log_metrics(metrics_by_name=_batch("loss", range(0, 3)), info={})
+    (basedir / "1" / "metrics.json").write_text("{}")
+    observer.log_metrics(metrics_by_name=_batch("loss", range(3, 5)), info={})
+    observer.completed_event(stop_time=T3, result=None)
+    assert _read(basedir / "1" / "metrics.json")["loss"]["steps"] == list(range(5))
 
 
 def test_the_journal_replays_past_a_line_cut_short_and_appends_after_it(tmp_path: Path) -> None:

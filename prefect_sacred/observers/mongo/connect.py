@@ -18,6 +18,7 @@ from prefect_sacred.observers.registry import ObserverConfigError
 from prefect_sacred.utils import redact
 
 __all__ = [
+    "DEFAULT_TIMEOUTS_MS",
     "OWN_FIELDS",
     "RESERVED_COLLECTIONS",
     "UNFINISHED",
@@ -78,13 +79,29 @@ def load_pymongo() -> Any:
     return pymongo
 
 
+#: pymongo's timeouts unless the URL or the observer's keywords set them (milliseconds).
+#: pymongo's own defaults are 30 s to find a server, 20 s to connect and no read timeout at all:
+#: a server that accepts TCP and never answers would hang a write forever.
+DEFAULT_TIMEOUTS_MS = {
+    "serverSelectionTimeoutMS": 5000,
+    "connectTimeoutMS": 5000,
+    "socketTimeoutMS": 30000,
+}
+
+
 def make_client(url: str | None, client_kwargs: dict[str, Any]) -> Any:
-    """A ``MongoClient`` for ``url`` that gives up on an unreachable server after 5 s, not 30 s."""
+    """A ``MongoClient`` for ``url`` with timeouts on every call (:data:`DEFAULT_TIMEOUTS_MS`).
+
+    An unreachable or silent server fails the first operation within 5 s, a write that gets no
+    reply fails within 30 s. GridFS goes through the same client, so the same timeouts.
+    """
     pymongo = load_pymongo()
-    if not _has_option(url, "serverSelectionTimeoutMS") and not any(
-        key.lower() == "serverselectiontimeoutms" for key in client_kwargs
-    ):
-        client_kwargs["serverSelectionTimeoutMS"] = 5000
+    csot = _has_option(url, "timeoutMS") or any(key.lower() == "timeoutms" for key in client_kwargs)
+    for option, default in DEFAULT_TIMEOUTS_MS.items():
+        if option == "socketTimeoutMS" and csot:  # pymongo's timeoutMS bounds reads already
+            continue
+        if not _has_option(url, option) and not any(key.lower() == option.lower() for key in client_kwargs):
+            client_kwargs[option] = default
     # connect=False: no background connection (and no SRV lookup) until the first write.
     client_kwargs.setdefault("connect", False)
     try:
@@ -132,9 +149,9 @@ def check_reachable(database: Any, address: str) -> None:
     try:
         database.command("ping")
     except pymongo.errors.PyMongoError as exc:
-        raise ConnectionError(
-            f"cannot reach MongoDB at {redact(address)}: {redact(str(exc))[:500]}"
-        ) from None
+        # pymongo appends the whole topology description: the first part says what failed.
+        reason = str(exc).split(", Topology Description:", 1)[0]
+        raise ConnectionError(f"cannot reach MongoDB at {redact(address)}: {redact(reason)[:500]}") from None
     except AttributeError:  # a mongomock database has no command(): nothing to reach
         pass
 

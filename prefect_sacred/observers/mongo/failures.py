@@ -1,8 +1,10 @@
 """When MongoDB cannot take a run: the file the run is saved to, and a trace that fits.
 
 Sacred pickles the run into ``failure_dir`` and, with the default ``failure_dir=None``, fails
-to save anything. Here the run goes to a default directory as MongoDB extended JSON (readable
-without Python, loadable with ``bson.json_util``), and the error message says where. A
+to save anything. Here the run goes, as MongoDB extended JSON (readable without Python, loadable
+with ``bson.json_util``), into the run's journal when it has one (beside the events that
+``prefect-sacred sync`` delivers; one file per run), else into a default directory, and the
+error message says where. A
 ``fail_trace`` of megabytes (a recursion error) is cut in the middle: its end says what failed.
 """
 
@@ -11,6 +13,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from prefect_sacred.journal.delivery import delivering_for_journal
+from prefect_sacred.journal.journal import write_private
 from prefect_sacred.observers import files
 
 __all__ = ["DEFAULT_FAILURE_DIR", "MongoWriteError", "cap_trace", "write_failure_file"]
@@ -36,9 +40,9 @@ def write_failure_file(
 
     The file (MongoDB extended JSON) holds ``reason``, where the run belongs, its runs document
     ``run`` (with the whole captured output), the metric points not written yet and the files
-    not uploaded yet. The default directory is :data:`DEFAULT_FAILURE_DIR`; one that cannot be
-    created falls back to the system's temporary directory: the run is saved somewhere rather
-    than lost.
+    not uploaded yet. Without a ``directory``, a run with a journal keeps it there; else the
+    default directory is :data:`DEFAULT_FAILURE_DIR`; one that cannot be created falls back to
+    the system's temporary directory: the run is saved somewhere rather than lost.
     """
     from bson import json_util
 
@@ -53,6 +57,14 @@ def write_failure_file(
     }
     prefix = f"sacred_mongo_fail_{run.get('_id')}_"
     text = json_util.dumps(dump, indent=1)
+    journal = delivering_for_journal()
+    if directory is None and journal is not None:
+        # Kept with the rest of what the run owes its backends: prefect-sacred sync delivers
+        # the run's events from the journal, and the journal goes once all were delivered.
+        # One file per run, replaced by each later attempt.
+        path = os.path.join(journal, f"{prefix}latest.json")
+        write_private(path, text.encode("utf-8"))
+        return path
     return files.write_failure_file(directory or DEFAULT_FAILURE_DIR, prefix, text)
 
 

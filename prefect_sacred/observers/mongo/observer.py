@@ -5,8 +5,8 @@ The ``runs`` document, the ``metrics`` collection and GridFS are written exactly
 fields other tools add survive), with these differences, each in the module named:
 
 * numeric ids are claimed atomically, and string ids never break the next automatic one; an
-  unreachable server fails the start within ``serverSelectionTimeoutMS`` (default 5 s)
-  (``connect``);
+  unreachable server fails the start within ``serverSelectionTimeoutMS`` (default 5 s), and
+  a write that gets no reply fails within ``socketTimeoutMS`` (default 30 s) (``connect``);
 * sources and resources are uploaded once and found again by md5 (``files``);
 * the ``runs`` document stays below 16 MB: past ``captured_out_limit`` characters it keeps the
   most recent output and GridFS all of it (``output``); ``info``, ``result`` and
@@ -85,8 +85,11 @@ class MongoObserver(RunWriting, RunObserver):
             wrapper that retries the final event and, when it gives up, saves the run through
             :meth:`save_undelivered` (``QueuedMongoObserver``).
         **client_kwargs: Passed to ``pymongo.MongoClient`` (TLS files, ``authMechanism``, ...).
-            ``serverSelectionTimeoutMS`` defaults to 5000: how long an unreachable server may
-            delay the start.
+            Timeouts, unless these or the URL's options set them: ``serverSelectionTimeoutMS``
+            5000 (how long an unreachable or silent server may delay the start),
+            ``connectTimeoutMS`` 5000, ``socketTimeoutMS`` 30000 (how long a write waits for
+            the reply; GridFS too). pymongo's own defaults would let a server that accepts
+            connections and never answers hang a write forever.
     """
 
     VERSION = "MongoObserver-0.7.0"
@@ -113,6 +116,24 @@ class MongoObserver(RunWriting, RunObserver):
         load_pymongo()
         import gridfs
 
+        # How to connect again: a pickle (serve, the run's journal) holds this, not the client.
+        self._init_args: dict[str, Any] | None = None
+        if client is None:
+            self._init_args = {
+                "url": url,
+                "db_name": db_name,
+                "collection": collection,
+                "collection_prefix": collection_prefix,
+                "overwrite": overwrite,
+                "priority": priority,
+                "failure_dir": failure_dir,
+                "captured_out_limit": captured_out_limit,
+                "value_limit": value_limit,
+                "metrics_chunk_points": metrics_chunk_points,
+                "final_save_timeout": final_save_timeout,
+                "save_on_final_failure": save_on_final_failure,
+                **client_kwargs,
+            }
         if client is not None:
             check_client(client)
             if url is not None:
@@ -196,6 +217,23 @@ class MongoObserver(RunWriting, RunObserver):
         )
         return cls(*args, **kwargs)
 
+    def __getstate__(self) -> dict[str, Any]:
+        # A client does not pickle: the state is how to connect (only an observer built from a
+        # URL can be rebuilt; one given a ready client cannot).
+        init_args = getattr(self, "_init_args", None)
+        if init_args is None:
+            raise TypeError("a MongoObserver given a ready client cannot be pickled; pass its url")
+        return dict(init_args)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        MongoObserver.__init__(self, **state)
+
+    def __copy__(self) -> MongoObserver:
+        # A run that finds this instance busy gets a copy sharing the client (not a new one).
+        new = type(self).__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        return new
+
     def __eq__(self, other: object) -> bool:
         return isinstance(other, MongoObserver) and self.runs == other.runs
 
@@ -221,9 +259,9 @@ class MongoObserver(RunWriting, RunObserver):
         self.run_entry = {
             "experiment": save_sources(self.runs.database, self.fs, ex_info),
             "command": command,
-            "host": sanitize(dict(host_info)),
+            "host": sanitize(flatten(dict(host_info))),
             "config": self._fit("config", sanitize(flatten(config))),
-            "meta": sanitize({**meta_info, "queue_time": queue_time}),
+            "meta": {**sanitize(flatten(meta_info)), "queue_time": queue_time},
             "status": "QUEUED",
         }
         return self._insert(_id)
@@ -252,10 +290,10 @@ class MongoObserver(RunWriting, RunObserver):
             "experiment": save_sources(self.runs.database, self.fs, ex_info),
             "format": self.VERSION,
             "command": command,
-            "host": sanitize(dict(host_info)),
+            "host": sanitize(flatten(dict(host_info))),
             "start_time": start_time,
             "config": self._fit("config", sanitize(flatten(config))),
-            "meta": sanitize(meta_info),
+            "meta": sanitize(flatten(meta_info)),  # config_updates may hold sets, numpy, dates
             "status": "RUNNING",
             "resources": [],
             "artifacts": [],
@@ -356,6 +394,19 @@ class MongoObserver(RunWriting, RunObserver):
         # The dead process kept the unfinished GridFS chunk of its output in memory only.
         self._output.resume(doc)
         return True
+
+    def stored_point_counts(self) -> dict[str, int] | None:
+        """How many points of each metric the ``metrics`` documents hold for the current run.
+
+        Exact after ``reattach`` (read from the documents then) and after writes that returned.
+        """
+        writer = self._writer
+        if writer is None:
+            return None
+        return {
+            name: writer.archived.get(name, 0) * writer.chunk_points + count
+            for name, count in writer.counts.items()
+        }
 
     def run_location(self) -> str | None:
         if self._id is None:

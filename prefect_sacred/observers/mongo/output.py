@@ -62,6 +62,7 @@ class CapturedOutput:
         self._length = 0  # characters in ``_parts``, all handed to ``file`` once it exists
         self._stale: list[AppendOnlyGridFile] = []  # files of rewritten output, to delete
         self._shown: dict[str, Any] = {"captured_out": "", "captured_out_file": None}
+        self._last_delta: OutputDelta | None = None
 
     @property
     def text(self) -> str:
@@ -78,6 +79,9 @@ class CapturedOutput:
         otherwise (no delta, or a ``captured_out_filter`` rewrote earlier output) the output is
         ``captured_out``, and a GridFS file holding the old one is replaced.
         """
+        if delta is not None and delta is self._last_delta:
+            return  # the same beat sent again after it raised: its output is already here
+        self._last_delta = delta
         new = delta.appended_to(self._length) if delta is not None else None
         if new is None:
             if self.file is not None:

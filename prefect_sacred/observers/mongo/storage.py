@@ -163,7 +163,10 @@ class MetricWriter:
     """Appends metric points to Sacred's ``metrics`` documents, chunking past ``chunk_points``.
 
     One instance per run. ``refs`` is ``{name: metrics _id as str}`` for ``info.metrics``.
-    Points that could not be written stay in ``pending`` and go out with the next flush.
+    Points that could not be written stay in ``pending`` and go out with the next flush. A
+    write that raised may still have been applied (a bulk write that failed part way, a reply
+    lost with the connection): its metrics are *in doubt*, and the next flush first reads how
+    many points they hold, so a retried write never doubles a point.
     """
 
     def __init__(self, metrics: Any, chunks: Any, run_id: Any, chunk_points: int = 100_000) -> None:
@@ -175,6 +178,8 @@ class MetricWriter:
         self.counts: dict[str, int] = {}
         self.archived: dict[str, int] = {}
         self.pending: dict[str, dict[str, list[Any]]] = {}
+        #: ``{name: points at the head of pending[name] whose write may have been applied}``.
+        self.in_doubt: dict[str, int] = {}
 
     def load_existing(self) -> None:
         """Continue the metric documents already stored for this run (overwrite, reattach)."""
@@ -197,6 +202,8 @@ class MetricWriter:
         """
         from pymongo import UpdateOne
 
+        if self.in_doubt:
+            self._settle_doubts()
         keys = ("steps", "values", "timestamps")
         simple, chunked = [], []
         for name in list(self.pending):
@@ -208,19 +215,54 @@ class MetricWriter:
             else:
                 chunked.append(name)
         if simple:
-            result = self.metrics.bulk_write([
-                UpdateOne({"run_id": self.run_id, "name": name},
-                          {"$push": {key: {"$each": self.pending[name][key]} for key in keys}},
-                          upsert=True)
-                for name in simple
-            ], ordered=True)
+            try:
+                result = self.metrics.bulk_write([
+                    UpdateOne({"run_id": self.run_id, "name": name},
+                              {"$push": {key: {"$each": self.pending[name][key]} for key in keys}},
+                              upsert=True)
+                    for name in simple
+                ], ordered=True)
+            except Exception:
+                self._doubt(simple)
+                raise
             for index, upserted_id in result.upserted_ids.items():
                 self.refs[simple[index]] = str(upserted_id)
             for name in simple:
                 self.counts[name] = self.counts.get(name, 0) + len(self.pending.pop(name)["values"])
         for name in chunked:
-            self._write_chunked(name, self.pending[name], self.counts.get(name, 0))
+            try:
+                self._write_chunked(name, self.pending[name], self.counts.get(name, 0))
+            except Exception:
+                self._doubt([name])
+                raise
             del self.pending[name]
+
+    def _doubt(self, names: list[str]) -> None:
+        for name in names:
+            self.in_doubt[name] = len(self.pending[name]["values"])
+
+    def _settle_doubts(self) -> None:
+        """Read the metrics in doubt back: drop from ``pending`` the points a failed write did store."""
+        names = list(self.in_doubt)
+        found = self.metrics.find(
+            {"run_id": self.run_id, "name": {"$in": names}},
+            {"name": 1, "values": 1, "archived_chunks": 1},
+        )
+        stored = {doc["name"]: doc for doc in found}
+        for name in names:
+            doc = stored.get(name)
+            before = self.archived.get(name, 0) * self.chunk_points + self.counts.get(name, 0)
+            attempted = self.in_doubt.pop(name)
+            if doc is None:
+                continue
+            archived, count = int(doc.get("archived_chunks", 0)), len(doc.get("values", []))
+            if archived * self.chunk_points + count >= before + attempted:  # the write was applied
+                points = self.pending.get(name)
+                if points is not None:
+                    for key in ("steps", "values", "timestamps"):
+                        del points[key][:attempted]
+                self.refs[name] = str(doc["_id"])
+                self.counts[name], self.archived[name] = count, archived
 
     def _write_chunked(self, name: str, points: dict[str, list[Any]], count: int) -> None:
         """Move full chunks out of the main document; it keeps the most recent points."""

@@ -21,15 +21,20 @@ __all__ = ["GcsBucket", "GoogleCloudStorageObserver"]
 
 #: (connect, read) seconds for every request.
 TIMEOUT = (3.0, 30.0)
+#: The start's check is one small request: an endpoint that does not answer fails it in seconds.
+CHECK_READ_TIMEOUT = 5.0
 #: Seconds a request is retried for (the library's default is 120, too long for a beat).
 RETRY_SECONDS = 15.0
 
 
 class GcsBucket(Bucket):
-    """A bucket through a ``google.cloud.storage.Client``."""
+    """A bucket through a ``google.cloud.storage.Client``; ``timeout`` is (connect, read) seconds."""
 
-    def __init__(self, name: str, client: Any, endpoint_url: str | None = None) -> None:
+    def __init__(
+        self, name: str, client: Any, endpoint_url: str | None = None, timeout: tuple[float, float] = TIMEOUT
+    ) -> None:
         self.name = name
+        self.timeout = timeout
         self.client = client
         self.endpoint_url = endpoint_url
         self.bucket = client.bucket(name)
@@ -45,7 +50,8 @@ class GcsBucket(Bucket):
         from google.api_core import exceptions
 
         try:
-            self.client.get_bucket(self.name, timeout=TIMEOUT, retry=None)
+            quick = (self.timeout[0], min(self.timeout[1], CHECK_READ_TIMEOUT))
+            self.client.get_bucket(self.name, timeout=quick, retry=None)
         except exceptions.NotFound:
             raise ObjectStoreError(f"{self.describe()} does not exist (create the bucket first)") from None
         except (exceptions.Forbidden, exceptions.Unauthorized):
@@ -56,7 +62,7 @@ class GcsBucket(Bucket):
 
     def put(self, key: str, data: bytes, content_type: str) -> None:
         self.bucket.blob(key).upload_from_string(
-            data, content_type=content_type, timeout=TIMEOUT, retry=self.retry
+            data, content_type=content_type, timeout=self.timeout, retry=self.retry
         )
 
     def create(self, key: str, data: bytes, content_type: str, claim: str | None = None) -> bool:
@@ -67,28 +73,28 @@ class GcsBucket(Bucket):
             blob.metadata = {"claim": claim}
         try:
             blob.upload_from_string(
-                data, content_type=content_type, if_generation_match=0, timeout=TIMEOUT, retry=self.retry
+                data, content_type=content_type, if_generation_match=0, timeout=self.timeout, retry=self.retry
             )
         except PreconditionFailed:
             return False
         return True
 
     def claim_of(self, key: str) -> str | None:
-        blob = self.bucket.get_blob(key, timeout=TIMEOUT, retry=self.retry)
+        blob = self.bucket.get_blob(key, timeout=self.timeout, retry=self.retry)
         return None if blob is None else (blob.metadata or {}).get("claim")
 
     def get(self, key: str) -> bytes | None:
         from google.api_core.exceptions import NotFound
 
         try:
-            data: bytes = self.bucket.blob(key).download_as_bytes(timeout=TIMEOUT, retry=self.retry)
+            data: bytes = self.bucket.blob(key).download_as_bytes(timeout=self.timeout, retry=self.retry)
         except NotFound:
             return None
         return data
 
     def listing(self, prefix: str, delimiter: str | None = None) -> tuple[list[str], list[str]]:
         blobs = self.client.list_blobs(
-            self.name, prefix=prefix, delimiter=delimiter, timeout=TIMEOUT, retry=self.retry
+            self.name, prefix=prefix, delimiter=delimiter, timeout=self.timeout, retry=self.retry
         )
         keys = [blob.name for blob in blobs]  # iterating fills .prefixes
         return keys, sorted(blobs.prefixes)
@@ -98,13 +104,13 @@ class GcsBucket(Bucket):
 
         for key in keys:
             try:
-                self.bucket.blob(key).delete(timeout=TIMEOUT, retry=self.retry)
+                self.bucket.blob(key).delete(timeout=self.timeout, retry=self.retry)
             except NotFound:
                 pass
 
     def upload_file(self, key: str, filename: str, content_type: str) -> None:
         self.bucket.blob(key).upload_from_filename(
-            filename, content_type=content_type, timeout=TIMEOUT, retry=self.retry
+            filename, content_type=content_type, timeout=self.timeout, retry=self.retry
         )
 
 
@@ -122,6 +128,9 @@ class GoogleCloudStorageObserver(ObjectStoreObserver):
         service_account_info: A service-account key file's content, as a dict.
         credentials: A saved prefect-gcp ``GcpCredentials`` or ``GcsBucket`` block, or
             ``google.auth`` credentials.
+        timeout: ``(connect, read)`` seconds for each request (default ``(3, 30)``; a request
+            is retried for at most 15 s). An endpoint that does not answer fails the start
+            within ``connect + 5`` seconds.
     """
 
     scheme = "gs"
@@ -138,6 +147,7 @@ class GoogleCloudStorageObserver(ObjectStoreObserver):
         project: str | None = None,
         service_account_info: dict[str, Any] | None = None,
         credentials: Any = None,
+        timeout: tuple[float, float] = TIMEOUT,
     ) -> None:
         if credentials is not None and hasattr(credentials, "gcp_credentials"):  # a GcsBucket block
             bucket = bucket or credentials.bucket
@@ -147,6 +157,7 @@ class GoogleCloudStorageObserver(ObjectStoreObserver):
             raise ValueError("GoogleCloudStorageObserver needs a bucket")
         super().__init__(bucket, basedir or "", resource_dir, source_dir, priority)
         self.endpoint_url = endpoint_url
+        self.timeout = timeout
         self.project = project
         self._service_account_info = service_account_info
         self._credentials = credentials
@@ -171,7 +182,8 @@ class GoogleCloudStorageObserver(ObjectStoreObserver):
             raise ObjectStoreError(
                 f"gs://{self.bucket}: no usable credentials ({redact(str(exc)).splitlines()[0][:200]})"
             ) from None
-        return GcsBucket(self.bucket, client, self.endpoint_url or os.environ.get("STORAGE_EMULATOR_HOST"))
+        endpoint = self.endpoint_url or os.environ.get("STORAGE_EMULATOR_HOST")
+        return GcsBucket(self.bucket, client, endpoint, self.timeout)
 
     def _resolve_credentials(self) -> tuple[Any, str | None]:
         project = self.project

@@ -24,10 +24,13 @@ uploaded whole and the parts are deleted.
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 from typing import Any
 
 from prefect_sacred.observers.base import OutputDelta
-from prefect_sacred.observers.metrics_journal import Series, stamp
+from prefect_sacred.observers.metrics_journal import MetricsJsonFile, Series, encode, journal_lines
 from prefect_sacred.observers.object_store.bucket import Bucket
 
 __all__ = ["CHEAP_BYTES", "MetricsObject", "OutputObject", "read_metrics", "read_output"]
@@ -122,17 +125,21 @@ def read_output(store: Bucket, key: str) -> str:
 
 
 class MetricsObject:
-    """A run's metrics: all points in memory, ``metrics.json`` and journal parts in the bucket.
+    """A run's metrics: ``metrics.json`` and journal parts in the bucket (see the upload rule).
 
-    :meth:`add` accepts a beat's points and :meth:`flush` uploads them (see the module's upload
-    rule); points whose upload failed are uploaded with the next flush.
+    :meth:`add` accepts a beat's points and :meth:`flush` uploads them; points whose upload
+    failed are uploaded with the next flush. :meth:`append` does both or neither: when the
+    upload fails the points are taken back, so the caller can send the same batch again without
+    doubling a point. ``metrics.json`` is built in a local spool file
+    (:class:`~prefect_sacred.observers.metrics_journal.MetricsJsonFile`, each point encoded
+    once) and uploaded from there, so no point stays in memory once it is in the spool.
     """
 
     def __init__(self, store: Bucket, run_key: str) -> None:
         self.store = store
         self.key = f"{run_key}/metrics.json"
         self.journal = f"{run_key}/metrics.journal"
-        self.metrics: dict[str, Series] = {}
+        self._spool: MetricsJsonFile | None = None  # created at first use
         self.points = 0  # points accepted
         self.stored = 0  # points uploaded (metrics.json and parts)
         self.pending: list[str] = []  # journal lines of the points not uploaded yet
@@ -140,23 +147,39 @@ class MetricsObject:
         self.whole_bytes = 0
         self.parts: list[str] = []
 
+    @property
+    def spool(self) -> MetricsJsonFile:
+        """The local file ``metrics.json`` is uploaded from (in a temporary directory)."""
+        if self._spool is None:
+            directory = tempfile.mkdtemp(prefix="prefect-sacred-metrics-")
+            self._spool = MetricsJsonFile(os.path.join(directory, "metrics.json"))
+        return self._spool
+
     def add(self, metrics_by_name: dict[str, dict[str, list[Any]]]) -> None:
         """Accept new points: ``{name: {"steps", "values", "timestamps"}}``."""
-        for name, metric in metrics_by_name.items():
-            series = {
-                "steps": list(metric["steps"]),
-                "values": list(metric["values"]),
-                "timestamps": [stamp(value) for value in metric["timestamps"]],
-            }
-            self.pending.append(json.dumps({"name": name, **series}, default=str))
-            stored = self.metrics.setdefault(name, {"values": [], "steps": [], "timestamps": []})
-            for field in ("values", "steps", "timestamps"):
-                stored[field].extend(series[field])
-            self.points += len(series["values"])
+        batch = {name: encode(metric) for name, metric in metrics_by_name.items() if metric["values"]}
+        self.pending.extend(
+            line[:-1] for name, encoded in batch.items() for line in journal_lines(name, encoded)
+        )
+        self.spool.add_encoded(batch)
+        self.points += sum(points for points, _ in batch.values())
+
+    def append(self, metrics_by_name: dict[str, dict[str, list[Any]]]) -> None:
+        """:meth:`add` and :meth:`flush`; if the upload raises, the points are not kept."""
+        mark, points, pending = self.spool.mark(), self.points, len(self.pending)
+        self.add(metrics_by_name)
+        try:
+            self.flush()
+        except BaseException:
+            self.spool.rollback(mark)
+            self.points = points
+            del self.pending[pending:]
+            raise
 
     def restore(self, metrics: dict[str, Series], parts: list[str]) -> None:
         """Continue from what is stored (a run finished by another process)."""
-        self.metrics = metrics
+        self.spool.reset()
+        self.spool.add(metrics)
         self.points = self.stored = sum(len(series.get("values", [])) for series in metrics.values())
         self.parts = parts
 
@@ -179,16 +202,18 @@ class MetricsObject:
 
     def put_whole(self) -> None:
         """Upload metrics.json with every point."""
-        data = json.dumps(self.metrics, sort_keys=True, indent=2, default=str).encode()
-        self.store.put(self.key, data, _JSON)
-        self.whole_points, self.whole_bytes = self.points, len(data)
+        size = self.spool.write(before=lambda path: self.store.upload_file(self.key, path, _JSON))
+        self.whole_points, self.whole_bytes = self.points, size
         self.stored, self.pending = self.points, []
 
     def finish(self) -> None:
-        """Upload metrics.json complete and delete the journal parts."""
+        """Upload metrics.json complete, delete the journal parts and the local spool."""
         self.put_whole()
         parts, self.parts = self.parts, []
         self.store.delete(parts)
+        if self._spool is not None:
+            shutil.rmtree(os.path.dirname(self._spool.path), ignore_errors=True)
+            self._spool = None
 
 
 def read_metrics(store: Bucket, run_key: str) -> dict[str, Series]:

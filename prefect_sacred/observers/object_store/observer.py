@@ -166,8 +166,7 @@ class ObjectStoreObserver(RunObserver):
         self._put_json("run.json", self.run_entry)
 
     def log_metrics(self, metrics_by_name: dict[str, dict[str, list[Any]]], info: dict[str, Any]) -> None:
-        self._metrics.add(metrics_by_name)
-        self._metrics.flush()
+        self._metrics.append(metrics_by_name)  # raising, it keeps none of them: a retry is safe
 
     def completed_event(self, stop_time: dt.datetime, result: Any) -> None:
         self.run_entry.update(stop_time=isoformat(stop_time), result=result, status="COMPLETED")

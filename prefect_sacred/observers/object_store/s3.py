@@ -17,6 +17,8 @@ __all__ = ["S3Bucket", "S3Observer"]
 
 CONNECT_TIMEOUT = 3.0
 READ_TIMEOUT = 30.0
+#: The start's check is one small request: an endpoint that does not answer fails it in seconds.
+CHECK_READ_TIMEOUT = 5.0
 
 
 class S3Bucket(Bucket):
@@ -27,20 +29,36 @@ class S3Bucket(Bucket):
         session: A ``boto3.session.Session`` (credentials, profile, default region).
         region: The bucket's region (default: the session's, else ``us-east-1``).
         endpoint_url: An S3-compatible endpoint (MinIO, Ceph, R2); None for AWS.
+        timeout: Seconds to connect and to wait for each reply (two attempts per request); the
+            start's check waits at most :data:`CHECK_READ_TIMEOUT`, once.
     """
 
-    def __init__(self, name: str, session: Any, region: str | None = None, endpoint_url: str | None = None):
+    def __init__(
+        self,
+        name: str,
+        session: Any,
+        region: str | None = None,
+        endpoint_url: str | None = None,
+        timeout: tuple[float, float] = (CONNECT_TIMEOUT, READ_TIMEOUT),
+    ):
         from botocore.config import Config
 
         self.name = name
         self.endpoint_url = endpoint_url
         self.region = region or session.region_name or "us-east-1"
+        connect, read = timeout
         config = Config(
-            connect_timeout=CONNECT_TIMEOUT,
-            read_timeout=READ_TIMEOUT,
-            retries={"max_attempts": 2, "mode": "standard"},
+            connect_timeout=connect, read_timeout=read, retries={"total_max_attempts": 2, "mode": "standard"}
         )
         self.client = session.client("s3", region_name=self.region, endpoint_url=endpoint_url, config=config)
+        quick = Config(
+            connect_timeout=connect,
+            read_timeout=min(read, CHECK_READ_TIMEOUT),
+            retries={"total_max_attempts": 1, "mode": "standard"},
+        )
+        self._check_client = session.client(
+            "s3", region_name=self.region, endpoint_url=endpoint_url, config=quick
+        )
 
     def describe(self) -> str:
         where = redact(self.endpoint_url) if self.endpoint_url else f"AWS region {self.region}"
@@ -51,7 +69,7 @@ class S3Bucket(Bucket):
 
         try:
             try:
-                self.client.head_bucket(Bucket=self.name)
+                self._check_client.head_bucket(Bucket=self.name)
             except ClientError as exc:
                 if _code(exc) not in {"404", "NoSuchBucket", "NotFound"}:
                     raise
@@ -172,6 +190,9 @@ class S3Observer(ObjectStoreObserver):
         credentials: A saved prefect-aws ``AwsCredentials``, ``MinIOCredentials`` or
             ``S3Bucket`` block (anything with ``get_boto3_session()``, or a ``credentials``
             attribute that has it).
+        timeout: ``(connect, read)`` seconds for each request (default ``(3, 30)``; two
+            attempts each). An endpoint that does not answer fails the start within
+            ``connect + 5`` seconds and an upload within twice ``connect + read``.
     """
 
     scheme = "s3"
@@ -191,6 +212,7 @@ class S3Observer(ObjectStoreObserver):
         aws_session_token: str | None = None,
         profile_name: str | None = None,
         credentials: Any = None,
+        timeout: tuple[float, float] = (CONNECT_TIMEOUT, READ_TIMEOUT),
     ) -> None:
         if credentials is not None and hasattr(credentials, "bucket_name"):  # an S3Bucket block
             bucket = bucket or credentials.bucket_name
@@ -201,6 +223,7 @@ class S3Observer(ObjectStoreObserver):
         super().__init__(bucket, basedir or "", resource_dir, source_dir, priority)
         self.region = region
         self.endpoint_url = endpoint_url
+        self.timeout = timeout
         self._credentials = credentials
         self._keys = {
             "aws_access_key_id": aws_access_key_id,
@@ -226,4 +249,4 @@ class S3Observer(ObjectStoreObserver):
             endpoint_url = endpoint_url or getattr(parameters, "endpoint_url", None)
         else:
             session = boto3.session.Session(**{k: v for k, v in self._keys.items() if v})
-        return S3Bucket(self.bucket, session, self.region, endpoint_url)
+        return S3Bucket(self.bucket, session, self.region, endpoint_url, self.timeout)

@@ -6,8 +6,9 @@ Sacred's observer:
 
 * every event is its own committed transaction on a pooled connection, so heartbeats sent from
   the heartbeat thread are visible to other connections while the run is running;
-* a beat is one transaction: the new metric points (one bulk insert into ``metric``), the
-  heartbeat, ``info``, the result and only the *new* captured output;
+* ``log_metrics`` is one transaction (one bulk insert into ``metric``) and a heartbeat another
+  (the heartbeat, ``info``, the result and only the *new* captured output): an event that
+  returned is stored, one that raised stored nothing, so a retry doubles no point;
 * captured output costs what is new, however long it is: a beat appends what the run's
   :class:`~prefect_sacred.observers.base.OutputDelta` adds to what is stored, and writes the
   whole output only when the delta does not continue it (or without a delta, as Sacred's
@@ -15,7 +16,7 @@ Sacred's observer:
   ``run_output`` rows; the final event moves it all into ``run.captured_out`` (see
   :mod:`~prefect_sacred.observers.sql.output`);
 * a metric step that is not a whole number is stored as logged (``metric.step_exact``), and a
-  point that cannot be stored at all (a step that is not a number) is left out with an error
+  point that cannot be stored at all (a name longer than the column) is left out with an error
   naming the metric, instead of failing the beats that follow;
 * run ids are the sequential ``run.id`` numbers (1, 2, 3 ...), unique across processes because
   the database assigns them;
@@ -37,6 +38,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import math
 from typing import TYPE_CHECKING, Any
 
@@ -48,15 +50,17 @@ from prefect_sacred.observers.sql.engine import (
     engine_for_url,
     sqlalchemy_module,
 )
-from prefect_sacred.observers.sql.metrics import MetricRow, finite, metric_rows
+from prefect_sacred.observers.sql.metrics import finite, metric_rows
 from prefect_sacred.observers.sql.output import PIECE, StoredOutput
 from prefect_sacred.serialization import flatten
-from prefect_sacred.utils import md5_of_file
+from prefect_sacred.utils import md5_of_file, without_leading_points
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
 
 __all__ = ["SqlObserver", "SqlObserverError"]
+
+logger = logging.getLogger("prefect_sacred")
 
 
 class SqlObserver(RunObserver):
@@ -67,6 +71,11 @@ class SqlObserver(RunObserver):
             ``postgresql://user:password@host/db``, ``mysql+pymysql://user@host/db``.
         echo: Log every SQL statement (SQLAlchemy's ``echo``).
         priority: Observers are called in descending priority; the first id returned wins.
+        connect_timeout: Seconds to connect and to check a pooled connection (default: the
+            URL's ``?connect_timeout=``, else 5): a database that does not answer fails the
+            start within it.
+        read_timeout: Seconds any statement or commit may wait for the reply (default: the
+            URL's ``?read_timeout=``, else 30): an event then fails instead of hanging.
 
     Raises:
         ImportError: SQLAlchemy (or the URL's database driver) is not installed.
@@ -75,13 +84,28 @@ class SqlObserver(RunObserver):
 
     # Per run (see _reset). _output changes only once the transaction writing it committed.
     _run_key: str | None
-    _pending: list[MetricRow]
     _output: StoredOutput
+    _point_counts: dict[str, int]
+    _points_in_doubt: bool
 
-    def __init__(self, url: str, echo: bool = False, priority: int = 40) -> None:
+    def __init__(
+        self,
+        url: str,
+        echo: bool = False,
+        priority: int = 40,
+        *,
+        connect_timeout: float | None = None,
+        read_timeout: float | None = None,
+    ) -> None:
         self.url = url
         self.priority = priority
-        self.engine = engine_for_url(url, echo)
+        self.engine = engine_for_url(url, echo, connect_timeout, read_timeout)
+        # How to connect again: a pickle (serve, the run's journal) holds this, not the engine.
+        self._engine_options = {
+            "echo": echo,
+            "connect_timeout": connect_timeout,
+            "read_timeout": read_timeout,
+        }
         #: The session given to :meth:`create_from` (Sacred's attribute; events do not use it).
         self.session: Any = None
         self._reset(None)
@@ -111,6 +135,23 @@ class SqlObserver(RunObserver):
         observer.session = session
         observer._reset(None)
         return observer
+
+    def __getstate__(self) -> dict[str, Any]:
+        # An engine does not pickle: the state is how to build one (an observer made with
+        # create_from on someone's engine cannot be rebuilt).
+        options = getattr(self, "_engine_options", None)
+        if options is None:
+            raise TypeError("a SqlObserver built with create_from cannot be pickled; use SqlObserver(url)")
+        return {"url": self.url, "priority": self.priority, **options}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        SqlObserver.__init__(self, **state)
+
+    def __copy__(self) -> SqlObserver:
+        # A run that finds this instance busy gets a copy sharing the engine (not a new one).
+        new = type(self).__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        return new
 
     def __eq__(self, other: object) -> bool:
         """Sacred's equality: the same database (engine URL) and the same session."""
@@ -153,12 +194,33 @@ class SqlObserver(RunObserver):
         return self._create_run(values, _id, ex_info, host_info)
 
     def log_metrics(self, metrics_by_name: dict[str, dict[str, list[Any]]], info: dict[str, Any]) -> None:
-        # Buffered and written with the heartbeat that follows, in one transaction; a beat that
-        # fails keeps its points for the next one.
-        rows, refused = metric_rows(self._started_key(), metrics_by_name)
-        self._pending.extend(rows)
-        if refused:  # the caller logs it as this observer's error; the other points are kept
-            raise ValueError("; ".join(refused))
+        # Written now, in a transaction of its own: returning means stored. After a raise the
+        # delivery worker sends the batch again, and a COMMIT whose answer was lost may have
+        # stored it: the retry first counts what the table holds.
+        run_key = self._started_key()
+        if self._points_in_doubt:
+            # The last batch raised, yet its COMMIT may have been applied with the answer lost;
+            # this call is that batch again: leave out what the table already holds.
+            stored = self.stored_point_counts()
+            known = self._point_counts
+            metrics_by_name = without_leading_points(
+                metrics_by_name, {name: stored.get(name, 0) - known.get(name, 0) for name in metrics_by_name}
+            )
+            self._point_counts, self._points_in_doubt = stored, False
+        rows, refused = metric_rows(run_key, metrics_by_name)
+        if rows:
+            from prefect_sacred.observers.sql.metrics import insert_metrics
+
+            try:
+                with described_errors(self.engine), begin(self.engine) as conn:
+                    insert_metrics(conn, rows)
+            except Exception:
+                self._points_in_doubt = True
+                raise
+            for row in rows:
+                self._point_counts[row[1]] = self._point_counts.get(row[1], 0) + 1
+        for message in refused:  # points no SQL column can hold; the others are stored
+            logger.error("SqlObserver could not store %s", message)
 
     def heartbeat_event(
         self,
@@ -224,10 +286,6 @@ class SqlObserver(RunObserver):
         with begin(self.engine) as conn:
             conn.execute(t.artifact.insert().values(filename=name, content=content, run_id=run_key))
 
-    def join(self) -> None:
-        if self._pending and self._run_key is not None:
-            self._update({})
-
     def reattach(self, _id: Any) -> bool:
         if _id is None:  # a run no storage observer gave an id is not in this one
             return False
@@ -242,10 +300,21 @@ class SqlObserver(RunObserver):
         if status is None or status in t.FINISHED_STATUSES:
             return False
         self._reset(str(_id))
+        self._point_counts = self.stored_point_counts()
         # What is stored is not read (it may be large and only the final event follows): should
         # output come after all, it replaces the stored output instead of being appended to it.
         self._output = StoredOutput(chars=-1)
         return True
+
+    def stored_point_counts(self) -> dict[str, int]:
+        """How many points of each metric the ``metric`` table holds for the current run."""
+        from prefect_sacred.observers.sql import schema as t
+
+        sa = sqlalchemy_module()
+        column = t.metric.c
+        query = sa.select(column.name, sa.func.count()).where(column.run_id == self._started_key())
+        with described_errors(self.engine), begin(self.engine) as conn:
+            return {name: int(count) for name, count in conn.execute(query.group_by(column.name))}
 
     def run_location(self) -> str | None:
         if self._run_key is None:
@@ -257,8 +326,10 @@ class SqlObserver(RunObserver):
     def _reset(self, run_key: str | None) -> None:
         """Per-run state: fresh objects, since a busy observer is shallow-copied for a new run."""
         self._run_key = run_key
-        self._pending = []
         self._output = StoredOutput()
+        # Points of each metric stored for the run by this instance (or found at ``reattach``).
+        self._point_counts = {}
+        self._points_in_doubt = False
 
     def _started_key(self) -> str:
         if self._run_key is None:
@@ -320,14 +391,11 @@ class SqlObserver(RunObserver):
         final: bool = False,
     ) -> None:
         from prefect_sacred.observers.sql import schema as t
-        from prefect_sacred.observers.sql.metrics import insert_metrics
         from prefect_sacred.observers.sql.output import append_output, gather_output
 
         run_key = self._started_key()
         stored = self._output
         with described_errors(self.engine), begin(self.engine) as conn:
-            if self._pending:
-                insert_metrics(conn, self._pending)
             if captured_out is not None:
                 limit = self._cell_limit(conn)
                 stored = append_output(conn, run_key, stored, captured_out, output_delta, limit)
@@ -335,7 +403,6 @@ class SqlObserver(RunObserver):
                 gather_output(conn, run_key, stored, self._cell_limit(conn))
             if values:
                 conn.execute(t.run.update().where(t.run.c.run_id == run_key).values(**values))
-        self._pending = []
         self._output = stored
 
     def _cell_limit(self, conn: Any) -> float:

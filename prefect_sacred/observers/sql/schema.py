@@ -20,7 +20,9 @@ Sacred's tables and column names are kept so that Sacred's own models
   A step that is not a whole number is kept in ``metric.step_exact``, with its floor in ``step``;
   readers take ``step_exact`` when it is not NULL.
 
-:func:`create_tables` creates what is missing, and several processes may call it at once.
+:func:`create_tables` creates what is missing, and several processes may call it at once. A
+database that Sacred 0.8.7's ``SqlObserver`` created is upgraded in place (see
+:mod:`~prefect_sacred.observers.sql.upgrade`): its runs stay, and Sacred's models still read it.
 """
 
 from __future__ import annotations
@@ -237,10 +239,17 @@ def create_tables(begin: Callable[[], Any], dialect: str) -> None:
         begin: Opens a transaction (a context manager yielding the connection).
         dialect: The engine's dialect name, which decides the kind of lock.
     """
+    from prefect_sacred.observers.sql.upgrade import upgrade_in_place
+
     for attempt in range(5):
         with begin() as conn:
-            if set(sa.inspect(conn).get_table_names()) >= set(metadata.tables):
+            inspector = sa.inspect(conn)
+            names = set(inspector.get_table_names())
+            current = "run" not in names or "meta_json" in {c["name"] for c in inspector.get_columns("run")}
+            if names >= set(metadata.tables) and current:
                 return
+        if not current:  # a database Sacred created: widen and add in place, then create the rest
+            upgrade_in_place(begin, dialect)
         try:
             with begin() as conn:
                 if dialect == "postgresql":  # released at commit

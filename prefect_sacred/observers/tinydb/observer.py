@@ -227,7 +227,13 @@ class TinyDbObserver(RunObserver):
     ) -> None:
         address = self.fs.put(filename)
         entry = [name, filename, address.id, TinyFileRef(address.id)]
-        self._modify(lambda record: record.setdefault("artifacts", []).append(entry))
+
+        def add(record: dict[str, Any]) -> None:
+            artifacts = record.setdefault("artifacts", [])
+            if [item[:3] for item in artifacts].count(entry[:3]) == 0:  # a retry adds it once
+                artifacts.append(entry)
+
+        self._modify(add)
 
     def reattach(self, _id: Any) -> bool:
         if _id is None:  # a run no storage observer gave an id is not in this one

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from prefect_sacred.observers.files import write_atomic
-from prefect_sacred.serialization import flatten
+from prefect_sacred.serialization import flatten, marked_repr
 
 __all__ = [
     "FINISHED",
@@ -166,8 +166,13 @@ def find_in_hashfs(hashfs_root: str, file_id: str) -> str | None:
     return os.path.join(directory, names[0]) if names else None
 
 
-def encode_value(value: Any) -> Any:
-    """Turn a record into what ``metadata.json`` holds (Sacred's tags for dates and files)."""
+def encode_value(value: Any, _open: set[int] | None = None) -> Any:
+    """Turn a record into what ``metadata.json`` holds (Sacred's tags for dates and files).
+
+    A value that cannot be encoded (a circular reference, an object whose encoding raises)
+    becomes a marked repr in its place (see :mod:`prefect_sacred.serialization`): one bad value
+    never fails the write of the whole database.
+    """
     if isinstance(value, TinyFileRef):
         return _FILE + json.dumps(str(value))
     if isinstance(value, TinyFile):
@@ -176,12 +181,27 @@ def encode_value(value: Any) -> Any:
         return value
     if isinstance(value, dt.datetime):
         return _DATE + value.strftime(_DATE_FORMAT)
-    if isinstance(value, dict):
-        return {
-            str(key) if not isinstance(key, str) else key: encode_value(item) for key, item in value.items()
-        }
-    if isinstance(value, (list, tuple)):
-        return [encode_value(item) for item in value]
+    if isinstance(value, (dict, list, tuple)):
+        containers = set() if _open is None else _open  # those being encoded around this one
+        if id(value) in containers:
+            return marked_repr(value, "a circular reference")
+        containers.add(id(value))
+        try:
+            if isinstance(value, dict):
+                return {
+                    str(key) if not isinstance(key, str) else key: encode_value(item, containers)
+                    for key, item in value.items()
+                }
+            return [encode_value(item, containers) for item in value]
+        finally:
+            containers.discard(id(value))
+    try:
+        return _encode_object(value)
+    except Exception as exc:
+        return marked_repr(value, exc)
+
+
+def _encode_object(value: Any) -> Any:
     module = type(value).__module__.split(".")[0]
     if module == "numpy":
         if hasattr(value, "tolist") and getattr(value, "ndim", 0) > 0:
