@@ -9,6 +9,7 @@ import typing as _typing
 from prefect_sacred._lazy import lazy_attributes as _lazy_attributes
 
 if _typing.TYPE_CHECKING:
+    from prefect_sacred.config import Ingredient
     from prefect_sacred.flows import (
         Experiment,
         ObserverError,
@@ -42,6 +43,7 @@ __all__ = [
     "Experiment",
     "FileStorageObserver",
     "GoogleCloudStorageObserver",
+    "Ingredient",
     "InvalidArtifactName",
     "MongoObserver",
     "ObserverConfigError",
@@ -69,6 +71,7 @@ __getattr__ = _lazy_attributes(
     __name__,
     {
         **dict.fromkeys(_FLOWS, "prefect_sacred.flows"),
-        **dict.fromkeys(set(__all__) - set(_FLOWS) - {"__version__"}, "prefect_sacred.observers"),
+        **dict.fromkeys(set(__all__) - {*_FLOWS, "__version__", "Ingredient"}, "prefect_sacred.observers"),
+        "Ingredient": "prefect_sacred.config",
     },
 )

@@ -33,11 +33,13 @@ def make_experiment() -> Experiment:
         (["-b", "soon"], "argument -b/--beat-interval: invalid value 'soon'"),
         (["-C", "tee"], "argument -C/--capture: invalid choice 'tee'"),
         (["-P", "high"], "argument -P/--priority: invalid value 'high'"),
-        (["with", "epochz=4"], "unknown config key 'epochz' (known: epochs, lr, optimizer, seed)"),
-        (["with", "epochs"], "malformed config update 'epochs' (expected KEY=VALUE)"),
-        (["with", "epochs=many"], "epochs"),
-        (["with", "lr.value=1"], "cannot set 'lr.value': 'lr' is not a dict"),
-        (["now", "epochs=1"], "unexpected argument 'now'"),
+        (["with", "epochz=4"], "unknown config key 'epochz': no config defines it and no captured function"),
+        (["with", "epochs"], "no named config 'epochs' (known: none), and no config file of that name"),
+        (["with", "epochs=many"], "config parameter 'epochs': Input should be a valid integer"),
+        (["with", "lr.value=1"], "config parameter 'lr': Input should be a valid number (got {'value': 1})"),
+        (["now", "epochs=1"], "unexpected argument 'epochs=1' (config updates follow 'with')"),
+        (["now"], "no command 'now' (commands: print_config, print_dependencies, save_config,"),
+        (["with", "seed=1", "-l", "LOUD"], "argument -l/--loglevel: invalid level 'LOUD'"),
         (["-F"], "argument -F/--file_storage: expected one argument"),
     ],
 )
@@ -81,16 +83,23 @@ def test_every_run_flag_reaches_the_record(tmp_path: Path, capsys: pytest.Captur
         ]
     )
     out = capsys.readouterr().out
-    printed = json.loads(out[: out.index("}\n") + 1])
-    assert printed["epochs"] == 5 and printed["optimizer"] == {"name": "adam", "momentum": 0.9}
+    # -p prints Sacred's print_config: updated entries in blue, the dict holding one too.
+    assert "\x1b[34m  epochs = 5\x1b[0m" in out
+    assert "\x1b[34m    name = 'adam'\x1b[0m" in out and "    momentum = 0.9" in out
     assert f"Run exp-42 (COMPLETED) stored by FileStorageObserver: {basedir / 'exp-42'}" in out
     assert run._id == "exp-42"
     record = json.loads((basedir / "exp-42" / "run.json").read_text())
     assert record["experiment"]["name"] == "renamed"
     assert record["meta"]["comment"] == "first try"
     assert record["meta"]["priority"] == 3.0
-    assert record["meta"]["options"]["--beat-interval"] == 0.5
-    assert record["meta"]["options"]["--file_storage"] == [str(basedir)]
+    # Sacred's shape: every option, values as given on the command line (strings).
+    options = record["meta"]["options"]
+    assert options["--beat-interval"] == "0.5" and options["--priority"] == "3"
+    assert options["--file_storage"] == str(basedir)
+    assert options["--force"] is False and options["--queue"] is False and options["--loglevel"] is None
+    assert options["UPDATE"] == ["epochs=5", "optimizer.name=adam", "lr=2e-3"] and options["with"] is True
+    assert record["meta"]["command"] == "train" and record["meta"]["named_configs"] == []
+    assert record["meta"]["config_updates"] == {"epochs": 5, "lr": 0.002, "optimizer": {"name": "adam"}}
     assert record["meta"]["prefect"]["flow_run_id"]
     assert record["result"] == {"epochs": 5, "lr": 0.002, "optimizer": {"name": "adam", "momentum": 0.9}}
     config = json.loads((basedir / "exp-42" / "config.json").read_text())
@@ -232,5 +241,33 @@ def test_credentials_in_observer_flags_are_not_recorded() -> None:
     )
     recorded = json.dumps(options.recorded)
     assert "s3cret" not in recorded and ":pw@" not in recorded
-    assert options.recorded["--mongo_db"] == ["mongodb://alice:***@db.example:27017/lab"]
+    assert options.recorded["--mongo_db"] == "mongodb://alice:***@db.example:27017/lab"
     assert [type(observer).__name__ for observer in options.observers] == ["MongoObserver", "SqlObserver"]
+
+
+def test_debug_prints_the_whole_traceback_and_force_accepts_a_new_entry(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ex = Experiment("failing")
+
+    @ex.config
+    def cfg():  # type: ignore[no-untyped-def]
+        rows = 3  # noqa: F841  (the config entry)
+
+    @ex.main
+    def main(rows):  # type: ignore[no-untyped-def]
+        raise RuntimeError(f"no data in {rows} rows")
+
+    with pytest.raises(SystemExit) as exit_info:
+        ex.run_commandline(["with", "rows=4", "-F", str(tmp_path), "-d"])
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and "RuntimeError: no data in 4 rows" in err
+    with pytest.raises(SystemExit) as exit_info:
+        ex.run_commandline(["with", "colums=2", "-F", str(tmp_path)])
+    assert exit_info.value.code == 2 and "unknown config key 'colums'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        ex.run_commandline(["with", "colums=2", "-F", str(tmp_path), "-f"])
+    record = json.loads((tmp_path / "2" / "config.json").read_text())
+    assert record["colums"] == 2
+    assert json.loads((tmp_path / "2" / "run.json").read_text())["meta"]["options"]["--force"] is True

@@ -20,6 +20,7 @@ from tests.support import subprocess_env
 
 PUBLIC_PACKAGES = [
     "prefect_sacred",
+    "prefect_sacred.config",
     "prefect_sacred.flows",
     "prefect_sacred.observers",
     "prefect_sacred.observers.mongo",
@@ -27,6 +28,7 @@ PUBLIC_PACKAGES = [
     "prefect_sacred.observers.tinydb",
     "prefect_sacred.observers.notify",
     "prefect_sacred.observers.object_store",
+    "prefect_sacred.observers.prefect_ui",
     "prefect_sacred.blocks",
     "prefect_sacred.tasks",
     "prefect_sacred.testing",

@@ -22,7 +22,17 @@ import threading
 import time
 from typing import Any, Protocol, TextIO
 
-__all__ = ["CAPTURE_MODES", "Capture", "apply_backspaces_and_linefeeds", "start_capture"]
+__all__ = [
+    "CAPTURE_MODES",
+    "USER_RECORD",
+    "Capture",
+    "UserLog",
+    "apply_backspaces_and_linefeeds",
+    "start_capture",
+]
+
+#: Set on log records the user's code wrote (``_log``): they stay in the captured output.
+USER_RECORD = "prefect_sacred_user"
 
 CAPTURE_MODES = ("fd", "sys", "no")
 DEFAULT_CAPTURE_MODE = "fd" if os.name == "posix" else "sys"
@@ -105,6 +115,8 @@ class _FdCapture:
             pump.start()
             self._pumps.append(pump)
         self._stopped = False
+        self._engine_lines = _EngineLines(self._saved[2])
+        self._engine_lines.install()
         self._python_streams: dict[str, Any] = {}
         for name, fd in (("stdout", 1), ("stderr", 2)):
             stream = getattr(sys, name)
@@ -137,6 +149,7 @@ class _FdCapture:
         if self._stopped:
             return
         self._flush_std_streams()
+        self._engine_lines.remove()
         for name, stream in self._python_streams.items():
             if isinstance(getattr(sys, name), _BufferTee):
                 setattr(sys, name, stream)
@@ -178,6 +191,54 @@ class _FdCapture:
                 stream.flush()
             except Exception:
                 pass
+
+
+class UserLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """The run's logger as the user's code gets it (``_log``): its lines are the run's output."""
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        kwargs["extra"] = {**(kwargs.get("extra") or {}), USER_RECORD: True}
+        return msg, kwargs
+
+
+class _EngineLines(logging.Filter):
+    """Prefect's own console lines ("Running hook...", "View at...") go to the terminal only.
+
+    While fd capture holds fds 1 and 2, a record from a ``prefect`` logger that the user's code
+    did not write is formatted by Prefect's console handler and written to the saved terminal
+    descriptor, past the capture, instead of being emitted into it.
+    """
+
+    def __init__(self, terminal: int) -> None:
+        super().__init__()
+        self._terminal = terminal
+        self._handlers: list[logging.Handler] = []
+
+    def install(self) -> None:
+        for source in (logging.getLogger("prefect"), logging.getLogger()):
+            for handler in source.handlers:
+                if type(handler).__name__ == "PrefectConsoleHandler" and handler not in self._handlers:
+                    handler.addFilter(self)
+                    self._handlers.append(handler)
+
+    def remove(self) -> None:
+        for handler in self._handlers:
+            handler.removeFilter(self)
+        self._handlers.clear()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith("prefect") or getattr(record, USER_RECORD, False):
+            return True
+        handler = next((h for h in self._handlers if record.levelno >= h.level), None)
+        if handler is None:
+            return False
+        try:
+            view = memoryview((handler.format(record) + "\n").encode("utf-8", errors="replace"))
+            while view:
+                view = view[os.write(self._terminal, view) :]
+        except (OSError, ValueError):  # the terminal went away: the line is only Prefect's
+            pass
+        return False
 
 
 def _unread(fd: int) -> int:

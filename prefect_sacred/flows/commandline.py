@@ -1,4 +1,7 @@
-"""Sacred's command line: ``python my_experiment.py [with KEY=VALUE ...] [options]``.
+"""Sacred's command line: ``python my_experiment.py [COMMAND] [with UPDATE ...] [options]``.
+
+An ``UPDATE`` is ``KEY=VALUE`` (a config update) or the name of a named config (or a config
+file) to apply, in order.
 
 The run options (``-i``, ``-c``, ``-b`` ...) are declared here; observer flags (``-F``, ``-m``
 ...) come from the observer registry, where each observer module registers its own. Everything
@@ -10,17 +13,35 @@ from __future__ import annotations
 
 import argparse
 import ast
-import copy
+import inspect
 import json
+import logging
+import os
+import pydoc
+import re
+import sys
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prefect_sacred.flows.capture import CAPTURE_MODES
 from prefect_sacred.observers.base import ObserverLike
 from prefect_sacred.observers.registry import ObserverConfigError, observer_options
 from prefect_sacred.utils import redact
 
-__all__ = ["RunOptions", "UsageError", "apply_config_updates", "parse_command_line", "resolve_options"]
+if TYPE_CHECKING:
+    from prefect_sacred.flows.experiment import Experiment
+    from prefect_sacred.flows.run import Run
+    from prefect_sacred.flows.starting import CommandRun
+
+__all__ = [
+    "CommandLine",
+    "RunOptions",
+    "UsageError",
+    "parse_command_line",
+    "resolve_options",
+    "run_commandline",
+    "sacred_options",
+]
 
 
 class UsageError(ValueError):
@@ -40,12 +61,59 @@ RUN_OPTIONS = (
     _RunOption("-i", "--id", "ID", "Set the id of the run."),
     _RunOption("-c", "--comment", "COMMENT", "Add a comment to the run."),
     _RunOption("-u", "--unobserved", None, "Run without observers."),
+    _RunOption(
+        "-q", "--queue", None, "Only queue the run: a flow run of the deployment, recorded QUEUED."
+    ),
     _RunOption("-b", "--beat-interval", "SECONDS", "Seconds between heartbeats (default 10).", float),
     _RunOption("-C", "--capture", "MODE", f"Output capture mode: {', '.join(CAPTURE_MODES)}."),
     _RunOption("-n", "--name", "NAME", "Set the name of the experiment for this run."),
     _RunOption("-P", "--priority", "NUMBER", "Priority of the run, kept in its meta info.", float),
     _RunOption("-p", "--print-config", None, "Print the configuration before running."),
+    _RunOption(
+        "-l", "--loglevel", "LEVEL", "Level of the run's log (DEBUG, INFO, WARNING, ... or a number)."
+    ),
+    _RunOption("-d", "--debug", None, "Debug mode: a failure prints its whole traceback."),
+    _RunOption("-D", "--pdb", None, "Start the Python debugger (pdb) at the point of a failure."),
+    _RunOption("-e", "--enforce_clean", None, "Refuse to run when a repository of the sources is dirty."),
+    _RunOption("-f", "--force", None, "Accept config entries that nothing defines or reads."),
 )
+
+#: Sacred 0.8.7's command-line options: ``meta.options`` holds each (docopt's shape), set or not.
+_SACRED_OPTION_DEFAULTS: dict[str, Any] = {
+    "--beat-interval": None,
+    "--capture": None,
+    "--comment": None,
+    "--debug": False,
+    "--enforce_clean": False,
+    "--file_storage": None,
+    "--force": False,
+    "--help": False,
+    "--id": None,
+    "--loglevel": None,
+    "--mongo_db": None,
+    "--name": None,
+    "--pdb": False,
+    "--print-config": False,
+    "--priority": None,
+    "--queue": False,
+    "--s3": None,
+    "--sql": None,
+    "--tiny_db": None,
+    "--unobserved": False,
+    "COMMAND": None,
+    "UPDATE": [],
+    "help": False,
+    "with": False,
+}
+
+
+def sacred_options(recorded: dict[str, Any], extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Sacred's ``meta.options``: every option with its default, updated with what was given."""
+    options = dict(_SACRED_OPTION_DEFAULTS)
+    options["UPDATE"] = []
+    options.update(recorded)
+    options.update(extra or {})
+    return options
 
 
 @dataclass
@@ -55,13 +123,19 @@ class RunOptions:
     id: Any = None
     comment: str | None = None
     unobserved: bool = False
+    queue: bool = False
     beat_interval: float | None = None
     capture: str | None = None
     name: str | None = None
     priority: float | None = None
     print_config: bool = False
+    loglevel: str | None = None
+    debug: bool = False
+    pdb: bool = False
+    enforce_clean: bool = False
+    force: bool = False
     observers: list[ObserverLike] = field(default_factory=list)
-    #: Sacred's ``meta.options``: every flag by its long name, credentials removed.
+    #: The flags given, by long name, as given (strings from a command line), credentials removed.
     recorded: dict[str, Any] = field(default_factory=dict)
 
 
@@ -88,11 +162,13 @@ def resolve_options(options: dict[str, Any] | None) -> RunOptions:
                     resolved.observers.append(spec.factory(str(item)))
                 except ObserverConfigError as exc:
                     raise UsageError(f"argument {spec.short}/{spec.long}: {exc}") from None
-            resolved.recorded[spec.long] = [redact(str(item)) for item in values]
+            shown = [redact(str(item)) for item in values]
+            resolved.recorded[spec.long] = shown[0] if len(shown) == 1 else shown
             continue
         if key not in by_name:
             raise UsageError(f"unknown option {key!r}")
         option = by_name[key]
+        given = value
         if option.metavar is None:
             value = bool(value)
         else:
@@ -104,9 +180,21 @@ def resolve_options(options: dict[str, Any] | None) -> RunOptions:
             raise UsageError(
                 f"argument -C/--capture: invalid choice {value!r} (choose from {', '.join(CAPTURE_MODES)})"
             )
+        if option.long == "--loglevel":
+            value = _log_level(str(value))
         setattr(resolved, option.long.lstrip("-").replace("-", "_"), value)
-        resolved.recorded[option.long] = value
+        resolved.recorded[option.long] = given if option.metavar is not None else True
     return resolved
+
+
+def _log_level(text: str) -> str:
+    import logging
+
+    if text.isdigit() or text.upper() in logging.getLevelNamesMapping():
+        return text.upper()
+    raise UsageError(
+        f"argument -l/--loglevel: invalid level {text!r} (DEBUG, INFO, WARNING, ERROR or a number)"
+    )
 
 
 class _Parser(argparse.ArgumentParser):
@@ -114,19 +202,38 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
+@dataclass
+class CommandLine:
+    """A parsed command line."""
+
+    command: str | None
+    updates: dict[str, Any]
+    named_configs: list[str]
+    options: dict[str, Any]
+    #: Sacred's ``COMMAND``, ``UPDATE``, ``help`` and ``with`` entries of ``meta.options``.
+    words: dict[str, Any]
+    #: ``help COMMAND``: the command to describe.
+    help_target: str | None = None
+
+
 def parse_command_line(
     argv: list[str], prog: str, description: str | None = None, config_help: str = ""
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Split ``argv`` into config updates and an options dict for :func:`resolve_options`."""
+) -> CommandLine:
+    """Split ``argv`` into the command, config updates, named configs and options."""
     parser = _Parser(
         prog=prog,
-        usage=f"{prog} [with KEY=VALUE ...] [options]",
+        usage=f"{prog} [COMMAND] [with UPDATE ...] [options]",
         description=description,
         epilog=config_help,
         allow_abbrev=False,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("updates", nargs="*", metavar="with KEY=VALUE", help="Config updates.")
+    parser.add_argument(
+        "updates",
+        nargs="*",
+        metavar="[COMMAND] with UPDATE",
+        help="A command to run instead of the main function; config updates KEY=VALUE and named configs.",
+    )
     for option in RUN_OPTIONS:
         if option.metavar is None:
             parser.add_argument(
@@ -147,17 +254,29 @@ def parse_command_line(
         )
     namespace = vars(parser.parse_intermixed_args(argv))
     words = namespace.pop("updates")
+    command = help_target = None
+    if words and words[0] != "with":
+        command, words = words[0], words[1:]
+    if command == "help" and words and words[0] != "with":
+        help_target, words = words[0], words[1:]
     if words and words[0] != "with":
         raise UsageError(f"unexpected argument {words[0]!r} (config updates follow 'with')")
     updates: dict[str, Any] = {}
-    for word in words[1:]:
-        if word == "with":
-            continue
+    named: list[str] = []
+    given = [word for word in words[1:] if word != "with"]
+    for word in given:
         key, sep, text = word.partition("=")
-        if not sep or not key.strip():
+        if not sep:
+            if not word.strip() or any(char.isspace() for char in word):
+                raise UsageError(f"malformed config update {word!r} (expected KEY=VALUE or a named config)")
+            named.append(word)
+            continue
+        if not key.strip():
             raise UsageError(f"malformed config update {word!r} (expected KEY=VALUE)")
         updates[key.strip()] = parse_value(text)
-    return updates, {key: value for key, value in namespace.items() if value not in (None, False)}
+    options = {key: value for key, value in namespace.items() if value not in (None, False)}
+    shape = {"COMMAND": command, "UPDATE": given, "help": False, "with": bool(words)}
+    return CommandLine(command, updates, named, options, shape, help_target)
 
 
 def parse_value(text: str) -> Any:
@@ -172,26 +291,117 @@ def parse_value(text: str) -> Any:
         return text
 
 
-def apply_config_updates(defaults: dict[str, Any], updates: dict[str, Any]) -> dict[str, Any]:
-    """``defaults`` with ``updates`` applied; dotted keys reach into dict-valued parameters."""
-    config = copy.deepcopy(defaults)
-    for key, value in (updates or {}).items():
-        top, *path = key.split(".")
-        if top not in config:
-            known = ", ".join(sorted(config)) or "none"
-            raise UsageError(f"unknown config key {top!r} (known: {known})")
-        if not path:
-            config[top] = value
+def run_commandline(ex: Experiment, argv: list[str] | None = None) -> Run | CommandRun:
+    """Run ``ex`` from Sacred's command line: ``[COMMAND] [with UPDATE ...] [flags]``.
+
+    A malformed command line prints one line and exits with status 2 before anything is
+    written; a failed run exits with status 1.
+    """
+    from prefect_sacred.config.paths import nest
+    from prefect_sacred.config.printing import format_config
+    from prefect_sacred.flows.starting import RunRequest
+    from prefect_sacred.observers.registry import observers_from_env
+
+    prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ex.name or "experiment"
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        main_doc = inspect.getdoc(ex._main.function) if ex._main is not None else None
+        parsed = parse_command_line(argv, prog, main_doc or ex.doc or None, _config_help(ex))
+        if parsed.command == "help":
+            _print_help(ex, parsed.help_target)
+            raise SystemExit(0)
+        options = resolve_options(parsed.options)
+        command = ex._command_name(parsed.command)
+        assembled = ex.assemble(parsed.updates, parsed.named_configs, command, force=options.force)
+        ex._check_values(assembled, command)
+        observers_from_env()  # a malformed deployment setting fails here, before anything runs
+        if options.enforce_clean:
+            _check_clean(ex)
+    except (UsageError, ObserverConfigError) as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    if options.loglevel is not None:
+        level = int(options.loglevel) if options.loglevel.isdigit() else options.loglevel
+        for name in ("prefect.flow_runs", "prefect_sacred", ex.name):
+            logging.getLogger(name).setLevel(level)
+        if ex.logger is not None:
+            ex.logger.setLevel(level)
+    if options.print_config:
+        print(format_config(assembled.config, assembled.mods))
+    request = RunRequest(options, nest(parsed.updates), assembled, command, option_words=parsed.words)
+    if options.queue:
+        return _queue(ex, request, prog)  # type: ignore[no-any-return]
+    try:
+        run = ex._run(request)
+    except Exception as exc:
+        if options.debug:
+            import traceback
+
+            traceback.print_exception(exc)
+        if options.pdb:
+            import pdb
+
+            pdb.post_mortem(exc.__traceback__)
+        print(f"{prog}: the run failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    for name, where in run.locations():
+        print(f"Run {run._id} ({run.status}) stored by {name}: {where}")
+    return run
+
+
+def _queue(ex: Experiment, request: Any, prog: str) -> Any:
+    from prefect_sacred.watch.queueing import queue_run
+
+    try:
+        queued = queue_run(ex, request)
+    except UsageError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    flow_run = f"{queued.flow_run_name} ({queued.flow_run_id})"
+    print(f"Queued run {queued._id} as flow run {flow_run} of {queued.deployment}")
+    for name, where in queued.locations():
+        print(f"Run {queued._id} (QUEUED) stored by {name}: {where}")
+    return queued
+
+
+def _config_help(ex: Experiment) -> str:
+    lines = ["config (set with 'with KEY=VALUE'):"]
+    try:
+        assembled = ex.assemble(force=True, log=logging.getLogger("prefect_sacred.silent"))
+    except UsageError as exc:
+        return f"config: cannot be evaluated: {exc}"
+    for key, value in assembled.config.items():
+        if key == "seed":
             continue
-        target = config[top]
-        if target is None:
-            target = config[top] = {}
-        for depth, part in enumerate(path):
-            if not isinstance(target, dict):
-                prefix = ".".join([top, *path[:depth]])
-                raise UsageError(f"cannot set {key!r}: {prefix!r} is not a dict")
-            if depth == len(path) - 1:
-                target[part] = value
-            else:
-                target = target.setdefault(part, {})
-    return config
+        doc = assembled.mods.docs.get(key)
+        lines.append(f"  {key} = {value!r}" + (f"  # {doc}" if doc else ""))
+    commands = [name for name, _ in ex.gather_commands()]
+    named = [name for name, _ in ex.gather_named_configs()]
+    lines.append("commands: " + ", ".join(commands))
+    if named:
+        lines.append("named configs (with NAME): " + ", ".join(named))
+    return "\n".join(lines)
+
+
+def _print_help(ex: Experiment, target: str | None) -> None:
+    commands = dict(ex.gather_commands())
+    if target is None:
+        print("commands:")
+        for name, function in commands.items():
+            summary = (inspect.getdoc(function) or "").strip().split("\n")[0]
+            print(f"  {name:<27}{summary}")
+        return
+    if target not in commands:
+        raise UsageError(f"no command {target!r} (commands: {', '.join(commands)})")
+    function = commands[target]
+    text = pydoc.text.document(getattr(function, "function", function))
+    print(re.sub(".\x08", "", text))
+
+
+def _check_clean(ex: Experiment) -> None:
+    repositories = ex.experiment_info()["repositories"]
+    if not repositories:
+        raise UsageError("-e/--enforce_clean: the sources are in no git repository")
+    for repository in repositories:
+        if repository["dirty"]:
+            raise UsageError(f"-e/--enforce_clean: repository {repository['url']} has uncommitted changes")

@@ -1,148 +1,164 @@
-"""``Experiment``: a Sacred-style experiment whose main function runs as a Prefect flow."""
+"""``Experiment``: a Sacred experiment whose main function runs as a Prefect flow."""
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
-import copy
 import inspect
-import json
 import logging
 import os
-import random
 import sys
-import threading
 import typing
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from typing import IO, Any
 
 from prefect import Flow
 
-from prefect_sacred.flows import prefect_api
-from prefect_sacred.flows.capture import DEFAULT_CAPTURE_MODE
-from prefect_sacred.flows.commandline import (
-    RunOptions,
-    UsageError,
-    apply_config_updates,
-    parse_command_line,
-    resolve_options,
+from prefect_sacred.config.assemble import Assembled, ConfigError, assemble
+from prefect_sacred.config.captured import CapturedFunction, binding_scope, reset_bindings
+from prefect_sacred.config.ingredient import Ingredient
+from prefect_sacred.config.printing import (
+    named_configs_printer,
+    print_config,
+    print_dependencies,
+    save_config,
 )
-from prefect_sacred.flows.info import gather_experiment_info, gather_host_info
+from prefect_sacred.config.scope import ConfigDict
+from prefect_sacred.flows.capture import DEFAULT_CAPTURE_MODE, UserLog
+from prefect_sacred.flows.commandline import UsageError, resolve_options, run_commandline
+from prefect_sacred.flows.flow_runs import create_run, deployment_observers
+from prefect_sacred.flows.info import gather_experiment_info
 from prefect_sacred.flows.lifecycle import RunLifecycle
-from prefect_sacred.flows.run import ObserverError, Run, current_run, format_fail_trace
+from prefect_sacred.flows.parameters import flow_signature, with_docs
+from prefect_sacred.flows.run import Run, current_run, format_fail_trace
+from prefect_sacred.flows.starting import (
+    CommandRun,
+    Prepared,
+    RunRequest,
+    Unsupported,
+    current_request,
+    observing,
+    seed_generators,
+    sorted_ingredients,
+)
 from prefect_sacred.observers.base import ObserverLike
-from prefect_sacred.observers.registry import OBSERVERS_ENV_VAR, ObserverConfigError, observers_from_env
+from prefect_sacred.observers.prefect_ui.observer import rebuild_with_prefect_ui
+from prefect_sacred.observers.registry import observers_from_env
+from prefect_sacred.serialization import utcnow
 
 if typing.TYPE_CHECKING:
     from prefect.client.schemas.objects import FlowRun
 
 logger = logging.getLogger("prefect_sacred")
 
-__all__ = ["Experiment", "observing"]
+__all__ = ["CommandRun", "Experiment", "observing"]
 
 #: Arguments the main function may declare to receive run objects instead of config values.
-SPECIAL_ARGUMENTS = ("_run", "_config", "_seed", "_log")
+SPECIAL_ARGUMENTS = ("_run", "_config", "_seed", "_log", "_rnd")
 
 
-@dataclass
-class _RunRequest:
-    """What ``ex.run`` asks of the flow run it is about to start (read by ``on_running``)."""
-
-    options: RunOptions
-    config_updates: dict[str, Any] | None
-    #: The validated parameters as Python objects: the config Sacred would record.
-    params: dict[str, Any]
-    run: Run | None = None
-
-
-_request: contextvars.ContextVar[_RunRequest | None] = contextvars.ContextVar(
-    "prefect_sacred_run_request", default=None
-)
-
-_context_observers: contextvars.ContextVar[tuple[ObserverLike, ...]] = contextvars.ContextVar(
-    "prefect_sacred_context_observers", default=()
-)
-
-
-@contextlib.contextmanager
-def observing(*observers: ObserverLike) -> Iterator[None]:
-    """Add ``observers`` to every run started in this context, besides the experiment's own.
-
-    Example:
-        ```python
-        with observing(FileStorageObserver("debug_runs")):
-            ex.run()
-        ```
-    """
-    token = _context_observers.set((*_context_observers.get(), *observers))
-    try:
-        yield
-    finally:
-        _context_observers.reset(token)
-
-
-# Observer instances keep per-run state; one that is busy with a live run is copied for the next.
-_busy_observers: set[int] = set()
-_busy_lock = threading.Lock()
-
-
-class Experiment:
+class Experiment(Ingredient):
     """An experiment: a main function, its config, and the observers that record its runs.
+
+    Sacred's API: config scopes (``@ex.config``), ``ex.add_config``, named configs, captured
+    functions, commands and ingredients work as in Sacred 0.8.7; the main function runs as a
+    Prefect flow whose parameters are the config's top-level entries.
 
     Example:
         ```python
         ex = Experiment("mnist")
         ex.observers.append(FileStorageObserver("my_runs"))
 
+        @ex.config
+        def cfg():
+            epochs = 3  # passes over the data
+            lr = 0.1 / epochs
+
         @ex.automain
-        def train(epochs: int = 3, lr: float = 0.1, _run=None):
+        def train(epochs, lr, _run):
             for epoch in range(epochs):
                 _run.log_scalar("loss", 1 / (epoch + 1))
             return 0.9
         ```
 
     Args:
-        name: The experiment's name (default: the main function's name). The Prefect flow is
-            named after it.
+        name: The experiment's name (default: the main file's name without ``.py``). The
+            Prefect flow is named after it.
+        ingredients: The ingredients it uses.
+        interactive: Allow an experiment without a main file (a notebook); name it then.
         base_dir: Where the experiment's sources live (default: the directory of the file that
             creates the experiment). Imported modules under it are recorded as sources.
+        additional_host_info: Not supported; record such facts with ``captured_env`` or in
+            ``_run.info``.
+        additional_cli_options: Not supported; see ``prefect_sacred.observers.registry`` for
+            observer flags.
+        save_git_info: Record the git repository, commit and dirtiness of the sources.
         captured_env: Names of environment variables to record in the host info.
     """
 
     def __init__(
         self,
         name: str | None = None,
-        *,
+        ingredients: Sequence[Ingredient] = (),
+        interactive: bool = False,
         base_dir: str | os.PathLike[str] | None = None,
+        additional_host_info: Sequence[Any] | None = None,
+        additional_cli_options: Sequence[Any] | None = None,
+        save_git_info: bool = True,
+        *,
         captured_env: tuple[str, ...] | list[str] = (),
     ) -> None:
-        caller_file = sys._getframe(1).f_globals.get("__file__")
-        self.mainfile = os.path.abspath(caller_file) if caller_file else None
-        if base_dir is not None:
-            self.base_dir = os.path.abspath(base_dir)
-        elif self.mainfile:
-            self.base_dir = os.path.dirname(self.mainfile)
-        else:
-            self.base_dir = os.getcwd()
-        self.name = name
+        if additional_host_info:
+            raise Unsupported(
+                "Sacred's additional_host_info is not supported: name environment variables with "
+                "captured_env=[...] or record facts in _run.info"
+            )
+        if additional_cli_options:
+            raise Unsupported(
+                "Sacred's additional_cli_options are not supported: register observer flags with "
+                "prefect_sacred.observers.registry.register_observer_option"
+            )
+        globs = sys._getframe(1).f_globals
+        caller_file = globs.get("__file__")
+        if name is None and caller_file and not interactive:
+            name = os.path.splitext(os.path.basename(caller_file))[0]
+        super().__init__(name or "", ingredients, interactive, globs, base_dir, save_git_info)
         self.captured_env = tuple(captured_env)
         self.observers: list[ObserverLike] = []
         self.captured_out_filter: Callable[[str], str] | None = None
         self.beat_interval: float = 10.0
+        #: The most seconds the end of a run waits for its observers (None: the environment's
+        #: ``PREFECT_SACRED_JOIN_TIMEOUT``, else 30); what is left stays in the run's journal.
+        self.join_timeout: float | None = None
         self.capture_mode: str = DEFAULT_CAPTURE_MODE
-        self._main: Callable[..., Any] | None = None
+        self.default_command: str | None = None
+        self._main: CapturedFunction | None = None
         self._flow: Flow[Any, Any] | None = None
-        self._defaults: dict[str, Any] = {}
-        self._specials: tuple[str, ...] = ()
-        self._lifecycle = RunLifecycle(self._create_run, self._observers_for_deployment)
+        self._flow_options: dict[str, Any] = {}
+        self._main_defaults: dict[str, Any] = {}
+        self._main_annotations: dict[str, Any] = {}
+        self._prepared: dict[Any, Prepared] = {}
+        rebuild = rebuild_with_prefect_ui(self._observers_for_deployment)
+        self._lifecycle = RunLifecycle(self._create_run, rebuild)
         #: The run this experiment started most recently in this process (also when it failed).
         self.last_run: Run | None = None
+        # Sacred's four built-in commands are the first captured functions: keeping that order
+        # keeps every captured function's ``_rnd`` stream Sacred's for the same seed.
+        for builtin in (print_config, print_dependencies, save_config, named_configs_printer(self)):
+            self.command(builtin, unobserved=True)
+
+    @property
+    def name(self) -> str:
+        """The experiment's name (Sacred's ``path``)."""
+        return str(self.path)
+
+    @name.setter
+    def name(self, value: str) -> None:
+        self.path = value
 
     def __getstate__(self) -> dict[str, Any]:
         # Pickled into served flow-run processes (with its observers, which must pickle too).
-        state = dict(self.__dict__)
+        state = super().__getstate__()
         state["last_run"] = None
+        state["_prepared"] = {}
         return state
 
     # --- defining the experiment -------------------------------------------------------------
@@ -150,16 +166,39 @@ class Experiment:
     def main(self, function: Callable[..., Any] | None = None, **flow_options: Any) -> Any:
         """Decorator: make ``function`` the experiment's main function and return its flow.
 
-        Its parameters with defaults are the config and the Prefect flow's parameters; a
-        ``seed`` parameter is added unless declared. Parameters named ``_run``, ``_config``,
-        ``_seed`` or ``_log`` receive the run, its config, its seed and its logger. Keyword
+        Its arguments are filled from the config (it is a captured function); its parameters
+        with defaults are config entries too. ``_run``, ``_config``, ``_seed``, ``_rnd`` and
+        ``_log`` receive the run, its config, a seed, a random generator and a logger. Keyword
         arguments are passed to :func:`prefect.flow`, e.g.
         ``@ex.main(timeout_seconds=3600, retries=2)``.
         """
         if function is None:
             return lambda fn: self.main(fn, **flow_options)
-        self._main = function
-        self._flow = self._build_flow(function, flow_options)
+        try:
+            hints = typing.get_type_hints(function)
+        except Exception:  # unresolvable forward references: fall back to the raw annotations
+            hints = {}
+        defaults: dict[str, Any] = {}
+        annotations: dict[str, Any] = {}
+        for parameter in inspect.signature(function).parameters.values():
+            if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+                raise TypeError(f"{function.__name__}: *args and **kwargs cannot be config parameters")
+            if parameter.name in SPECIAL_ARGUMENTS:
+                continue
+            if parameter.name.startswith("_"):
+                raise TypeError(f"{function.__name__}: unknown special argument {parameter.name!r}")
+            if parameter.default is not parameter.empty:
+                defaults[parameter.name] = parameter.default
+            annotation = hints.get(parameter.name, parameter.annotation)
+            if annotation is not parameter.empty:
+                annotations[parameter.name] = annotation
+        self._main = self.command(function)
+        self.default_command = self._main.__name__
+        self._main_defaults, self._main_annotations = defaults, annotations
+        if not self.path:
+            self.path = function.__name__
+        self._flow_options = flow_options
+        self._flow = self._build_flow()
         return self._flow
 
     def automain(self, function: Callable[..., Any] | None = None, **flow_options: Any) -> Any:
@@ -176,72 +215,98 @@ class Experiment:
     def flow(self) -> Flow[Any, Any]:
         """The Prefect flow running the main function: serve it, deploy it, call it."""
         if self._flow is None:
-            raise RuntimeError(f"experiment {self.name!r} has no main function (use @ex.main)")
+            raise RuntimeError(
+                f"experiment {self.name!r} has no main function (use @ex.main or @ex.automain)"
+            )
         return self._flow
 
-    @property
-    def config(self) -> dict[str, Any]:
-        """The default config: the main function's parameters and their defaults."""
-        self.flow  # noqa: B018  (raises without a main function)
-        return copy.deepcopy(self._defaults)
+    def task(self, capture: str | None = None, **task_options: Any) -> Any:
+        """The main function as a Prefect task: each task run (a trial of a sweep) is an observed run.
 
-    def _build_flow(self, function: Callable[..., Any], flow_options: dict[str, Any]) -> Flow[Any, Any]:
+        ``train = ex.task(retries=1)`` then ``train.map(lr=[0.1, 0.2])`` in any flow; see
+        :func:`prefect_sacred.flows.tasks.experiment_task`.
+        """
+        from prefect_sacred.flows.tasks import experiment_task
+
+        return experiment_task(self, capture, **task_options)
+
+    def _definitions_changed(self) -> None:
+        if self._flow is not None:  # a config added after the main function: refresh the form
+            self._flow = self._build_flow(self._flow)
+
+    def _extra_configs(self) -> list[ConfigDict]:
+        return [ConfigDict(self._main_defaults)] if self._main_defaults else []
+
+    def assemble(
+        self,
+        config_updates: dict[str, Any] | None = None,
+        named_configs: Sequence[str] = (),
+        command: str | None = None,
+        force: bool = False,
+        log: Any = None,
+    ) -> Assembled:
+        """The config of a run with these updates and named configs (nothing is run).
+
+        Raises:
+            UsageError: an unknown named config or entry, or a config scope that failed.
+        """
         try:
-            hints = typing.get_type_hints(function)
-        except Exception:  # unresolvable forward references: fall back to the raw annotations
-            hints = {}
-        parameters = []
-        specials = []
-        for parameter in inspect.signature(function).parameters.values():
-            if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
-                raise TypeError(f"{function.__name__}: *args and **kwargs cannot be config parameters")
-            if parameter.name in SPECIAL_ARGUMENTS:
-                specials.append(parameter.name)
-                continue
-            if parameter.name.startswith("_"):
-                raise TypeError(f"{function.__name__}: unknown special argument {parameter.name!r}")
-            annotation = hints.get(parameter.name, parameter.annotation)
-            parameters.append(parameter.replace(kind=parameter.KEYWORD_ONLY, annotation=annotation))
-        if not any(parameter.name == "seed" for parameter in parameters):
-            parameters.append(
-                inspect.Parameter("seed", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=int | None)
+            return assemble(
+                self,
+                config_updates,
+                named_configs,
+                command_name=command or self.default_command or "main",
+                extra=self._extra_configs(),
+                force=force,
+                log=log or self.logger,
             )
-        signature = inspect.Signature(parameters)
-        self._specials = tuple(specials)
-        self._defaults = {
-            parameter.name: parameter.default
-            for parameter in parameters
-            if parameter.default is not inspect.Parameter.empty
-        }
-        main_parameters = {parameter.name for parameter in parameters} - (
-            set() if "seed" in inspect.signature(function).parameters else {"seed"}
-        )
+        except (ConfigError, KeyError) as exc:
+            message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+            raise UsageError(str(message)) from None
 
-        def body(*args: Any, **kwargs: Any) -> Any:
-            bound = signature.bind(*args, **kwargs)
-            bound.apply_defaults()
-            return self._execute(function, dict(bound.arguments), main_parameters)
+    def _build_flow(self, existing: Flow[Any, Any] | None = None) -> Flow[Any, Any]:
+        assert self._main is not None
+        function = self._main.function
+        try:
+            defaults = self.assemble(force=True, log=logging.getLogger("prefect_sacred.silent"))
+            config, docs = dict(defaults.config), defaults.mods.docs
+        except Exception as exc:  # the form shows what it can; the run reports the error
+            logger.warning("experiment %r: its config cannot be evaluated yet: %s", self.name, exc)
+            config, docs = dict(self._main_defaults), {}
+        named = [name for name, _ in self.gather_named_configs()]
+        signature = flow_signature(config, self._main_annotations, named)
+
+        def body(**kwargs: Any) -> Any:
+            return self._execute()
 
         body.__signature__ = signature  # type: ignore[attr-defined]
-        body.__annotations__ = {parameter.name: parameter.annotation for parameter in parameters}
-        for attribute in ("__name__", "__qualname__", "__module__", "__doc__"):
+        body.__annotations__ = {
+            parameter.name: parameter.annotation for parameter in signature.parameters.values()
+        }
+        for attribute in ("__name__", "__qualname__", "__module__"):
             setattr(body, attribute, getattr(function, attribute))
-        if self.name is None:
-            self.name = function.__name__
+        body.__doc__ = with_docs(function.__doc__, docs, signature)
+        if existing is not None:  # refresh in place: the object users hold stays the flow
+            from prefect.utilities.callables import parameter_schema
+
+            existing.fn = body
+            existing.parameters = parameter_schema(body)
+            return existing
         hooks = self._lifecycle
         options: dict[str, Any] = {
             "name": self.name,
+            "description": inspect.getdoc(function),
             "on_running": [hooks.on_running],
             "on_completion": [hooks.on_completion],
             "on_failure": [hooks.on_failure],
             "on_crashed": [hooks.on_crashed],
             "on_cancellation": [hooks.on_cancellation],
-            **flow_options,
+            **self._flow_options,
         }
         try:
             return Flow(body, **options)
         except ValueError:
-            if "validate_parameters" in flow_options:
+            if "validate_parameters" in self._flow_options:
                 raise
         # Prefect cannot build its validator for some defaults (a numpy array compares
         # ambiguously); such an experiment still runs, with its parameters unvalidated.
@@ -249,39 +314,56 @@ class Experiment:
             "experiment %r: Prefect cannot validate these config parameters; running unvalidated",
             self.name,
         )
-        return Flow(body, validate_parameters=False, **options)
+        return Flow(body, **{**options, "validate_parameters": False})
 
     # --- inside a run -----------------------------------------------------------------------
 
-    def _execute(
-        self, function: Callable[..., Any], params: dict[str, Any], main_parameters: set[str]
-    ) -> Any:
+    def _execute(self) -> Any:
         from prefect.context import FlowRunContext
 
         context = FlowRunContext.get()
-        run = self._lifecycle.live_run(context.flow_run.id) if context and context.flow_run else None
-        if run is None:
+        flow_run_id = context.flow_run.id if context and context.flow_run else None
+        run = self._lifecycle.live_run(flow_run_id) if flow_run_id is not None else None
+        prepared = self._prepared.get(flow_run_id)  # kept for Prefect's retries of the body
+        if run is None or prepared is None:
             raise RuntimeError("the experiment run could not start: see the on_running hook's error above")
-        if run.start_error is not None:
-            raise run.start_error
-        seed = run.config["seed"]
-        if params.get("seed") is None:
-            params["seed"] = seed
-        _seed_generators(seed)
-        arguments = {name: value for name, value in params.items() if name in main_parameters}
-        specials = {"_run": run, "_config": run.config, "_seed": seed, "_log": run.logger}
-        arguments.update({name: specials[name] for name in self._specials})
-        tokens = run.bind_context()
+        if run.start_error is not None:  # a Failed state: one ERROR line (the hook's), no traceback
+            from prefect.states import Failed
+
+            return Failed(message=str(run.start_error), data=run.start_error)
+        if prepared.error is not None:
+            raise prepared.error
+        assert prepared.assembled is not None
+        return self._call_command(run, prepared.assembled, prepared.command)
+
+    def _call_command(self, run: Any, assembled: Assembled, command: str) -> Any:
+        seed_generators(assembled.seed)
+        bindings = assembled.bindings(
+            run, self.logger if self.logger is not None else UserLog(run.logger, {})
+        )
+        function = dict(self.gather_commands())[command]
+        hooks = [hook for ingredient in sorted_ingredients(self) for hook in ingredient.pre_run_hooks]
+        post_hooks = [hook for ingredient in sorted_ingredients(self) for hook in ingredient.post_run_hooks]
+        token = binding_scope(bindings)
+        tokens = run.bind_context() if isinstance(run, Run) else []
         try:
-            result = function(**arguments)
+            for hook in hooks:
+                hook()
+            result = run.result = function()  # post-run hooks see it, as in Sacred
+            for hook in post_hooks:
+                hook()
         except BaseException as exc:
-            run.exception = exc
-            run.fail_trace = format_fail_trace(exc, skip_frames=1)
+            if isinstance(run, Run):
+                run.exception = exc
+                run.fail_trace = format_fail_trace(exc, skip_frames=1)
+                run.stop_time = utcnow()
             raise
         finally:
-            for token in reversed(tokens):
-                token.var.reset(token)
-        run.result = result
+            for each in reversed(tokens):
+                each.var.reset(each)
+            reset_bindings(token)
+        if isinstance(run, Run):
+            run.stop_time = utcnow()  # the run spans the main function, as in Sacred
         return result
 
     @property
@@ -313,184 +395,183 @@ class Experiment:
 
     # --- starting runs ------------------------------------------------------------------------
 
-    def run(self, config_updates: dict[str, Any] | None = None, options: dict[str, Any] | None = None) -> Run:
-        """Run the experiment as a Prefect flow in this process and return the finished run.
+    def run(
+        self,
+        command_name: str | dict[str, Any] | None = None,
+        config_updates: dict[str, Any] | None = None,
+        named_configs: Sequence[str] = (),
+        info: dict[str, Any] | None = None,
+        meta_info: dict[str, Any] | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> Run:
+        """Run the main function (or the command ``command_name``) as a Prefect flow; return the run.
 
         Args:
-            config_updates: Values for config parameters; dotted keys reach into dicts.
+            command_name: A command to run instead of the main function (``ex.run(updates)``
+                with a dict first also works, as before).
+            config_updates: Fixed config values; dotted keys reach into dicts and ingredients.
+            named_configs: Named configs (``NAME``, ``ingredient.NAME``) or config files, applied
+                in order.
+            info: Initial entries of ``run.info``.
+            meta_info: Entries added to the run's meta info.
             options: Sacred's options by long flag, e.g. ``{"--id": "7", "--beat-interval": 1,
                 "--file_storage": "my_runs"}``.
 
         Raises:
-            UsageError: unknown options, config keys or invalid values; nothing was run.
+            UsageError: unknown options, commands, named configs, config keys or invalid values;
+                nothing was run.
             Exception: whatever the main function raised.
         """
+        if isinstance(command_name, dict):  # the earlier signature: run(config_updates, options)
+            command_name, config_updates, options = None, command_name, options or config_updates
         resolved = resolve_options(options)
-        params = self._validated_parameters(config_updates)
+        command = self._command_name(command_name)
+        assembled = self.assemble(config_updates, named_configs, command, force=resolved.force)
+        self._check_values(assembled, command)
         observers_from_env()  # a malformed deployment setting fails here, before anything runs
-        return self._run(params, resolved, config_updates)
+        return self._run(RunRequest(resolved, config_updates, assembled, command, info, meta_info))
 
-    def _validated_parameters(self, config_updates: dict[str, Any] | None) -> dict[str, Any]:
-        params = apply_config_updates(self.config, config_updates or {})
-        missing = sorted(
-            parameter for parameter in inspect.signature(self.flow).parameters if parameter not in params
-        )
+    def queue(
+        self, config_updates: dict[str, Any] | None = None, options: dict[str, Any] | None = None
+    ) -> Any:
+        """Queue a run: create a flow run of the experiment's deployment, recorded QUEUED.
+
+        It starts when the deployment's serve process or worker picks it up, and keeps its
+        ``_id``: the QUEUED record becomes RUNNING. Returns a ``QueuedRun`` (``_id``,
+        ``flow_run_id``, ``config``).
+
+        Raises:
+            UsageError: the flow has no deployment, or the config or options are malformed.
+        """
+        from prefect_sacred.watch.queueing import queue_options, queue_run
+
+        resolved = queue_options(options)
+        command = self._command_name(None)
+        assembled = self.assemble(config_updates, (), command, force=resolved.force)
+        self._check_values(assembled, command)
+        return queue_run(self, RunRequest(resolved, config_updates, assembled, command))
+
+    def serve(self, name: str, watch: bool = True, **serve_options: Any) -> None:
+        """Serve the flow as deployment ``name`` (``Flow.serve``), with a watcher beside it.
+
+        The watcher records runs created by the UI, ``prefect deployment run``, schedules or
+        the API as QUEUED as soon as they exist (see ``prefect_sacred.watch``). Call it under
+        ``if __name__ == "__main__":`` (Prefect re-imports the main module in run processes).
+        """
+        if watch:
+            from prefect_sacred.watch.watcher import Watcher
+
+            Watcher(self).start()
+        self.flow.serve(name=name, **serve_options)
+
+    def _command_name(self, command_name: str | None) -> str:
+        if command_name is None:
+            if self.default_command is None:
+                raise UsageError(
+                    f"experiment {self.name!r} has no main function (use @ex.main or @ex.automain)"
+                )
+            return self.default_command
+        commands = dict(self.gather_commands())
+        if command_name not in commands:
+            raise UsageError(f"no command {command_name!r} (commands: {', '.join(commands)})")
+        return command_name
+
+    def _check_values(self, assembled: Assembled, command: str | None = None) -> None:
+        """Prefect's validation of the main function's own typed parameters."""
+        typed = {key: assembled.config[key] for key in self._main_annotations if key in assembled.config}
+        runs_main = self._main is not None and command in (None, self.default_command)
+        missing = [
+            name
+            for name in (self._main.arguments if self._main is not None and runs_main else [])
+            if name not in SPECIAL_ARGUMENTS
+            and name not in assembled.config
+            and name not in self._main_defaults
+        ]
         if missing:
             raise UsageError(f"missing value for config parameter(s): {', '.join(missing)}")
-        if params.get("seed") is None:
-            params["seed"] = new_seed()
-        if not self.flow.should_validate_parameters:
-            return params
-        try:
-            validated: dict[str, Any] = self.flow.validate_parameters(params)
-        except Exception as exc:
-            raise UsageError(" ".join(str(exc).split())) from None
-        return validated
+        if not typed or self._flow is None or not self._flow.should_validate_parameters:
+            return
+        from pydantic import TypeAdapter, ValidationError
 
-    def _run(self, params: dict[str, Any], options: RunOptions, updates: dict[str, Any] | None) -> Run:
-        request = _RunRequest(options, updates, params)
-        token = _request.set(request)
+        for key, value in typed.items():
+            try:
+                assembled.config[key] = TypeAdapter(self._main_annotations[key]).validate_python(value)
+            except ValidationError as exc:
+                reason = exc.errors()[0].get("msg", "invalid value")
+                raise UsageError(f"config parameter {key!r}: {reason} (got {value!r})") from None
+            except Exception:  # an annotation pydantic cannot check is left to the function
+                continue
+
+    def _run(self, request: RunRequest) -> Run:
+        if request.command in self._unobserved():
+            return self._run_unobserved(request)  # type: ignore[return-value]
+        parameters = {
+            key: value
+            for key, value in request.assembled.config.items()
+            if key in inspect.signature(self.flow.fn).parameters
+        }
+        token = current_request.set(request)
         try:
-            self.flow(**params)
+            self.flow(**parameters)
         finally:
-            _request.reset(token)
+            current_request.reset(token)
         assert request.run is not None
         return request.run
 
+    def _unobserved(self) -> set[str]:
+        names = set()
+        for ingredient, _ in self.traverse_ingredients():
+            prefix = "" if ingredient is self else f"{ingredient.path}."
+            names |= {prefix + name for name in ingredient.unobserved_commands}
+        return names
+
+    def _run_unobserved(self, request: RunRequest) -> CommandRun:
+        """Commands declared ``unobserved`` (``print_config`` ...) run here, without a flow."""
+        run = CommandRun(
+            config=request.assembled.config,
+            config_modifications=request.assembled.mods,
+            experiment_info=self.experiment_info(),
+            meta_info={"command": request.command, "named_configs": request.assembled.named_configs},
+            info=dict(request.info or {}),
+            logger=self.logger or logging.getLogger(self.name),
+        )
+        run.result = self._call_command(run, request.assembled, request.command)
+        run.status = "COMPLETED"
+        return run
+
+    def option_hook(self, function: Callable[..., Any]) -> Any:
+        """Sacred's option hooks are not supported (raises, saying what to do instead)."""
+        raise Unsupported(
+            "Sacred's ex.option_hook is not supported: pass options to ex.run(options={...}) "
+            "or read them from _run.meta_info['options']"
+        )
+
+    def get_experiment_info(self) -> dict[str, Any]:
+        """Sacred's name for :meth:`experiment_info`."""
+        return self.experiment_info()
+
+    def experiment_info(self) -> dict[str, Any]:
+        """Sacred's ``experiment`` record of this experiment: name, sources, dependencies..."""
+        return gather_experiment_info(
+            self.name,
+            self.base_dir,
+            self.mainfile,
+            ingredients=[ingredient for ingredient, _ in self.traverse_ingredients()],
+            save_git_info=self.save_git_info,
+        )
+
     def run_commandline(self, argv: list[str] | None = None) -> Run:
-        """Parse Sacred's command line (``with KEY=VALUE ...`` and flags) and run.
+        """Parse Sacred's command line (``[COMMAND] [with UPDATE ...] [flags]``) and run.
 
         Exits with status 2 on a malformed command line, before anything is written, and with
         status 1 when the run fails.
         """
-        prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else self.name or "experiment"
-        argv = sys.argv[1:] if argv is None else argv
-        try:
-            updates, raw_options = parse_command_line(
-                argv, prog, inspect.getdoc(self._main), self._config_help()
-            )
-            options = resolve_options(raw_options)
-            params = self._validated_parameters(updates)
-            observers_from_env()
-        except (UsageError, ObserverConfigError) as exc:
-            print(f"{prog}: error: {exc}", file=sys.stderr)
-            raise SystemExit(2) from None
-        if options.print_config:
-            print(json.dumps(params, indent=2, sort_keys=True, default=repr))
-        try:
-            run = self._run(params, options, updates)
-        except Exception as exc:
-            print(f"{prog}: the run failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-            raise SystemExit(1) from None
-        for name, where in run.locations():
-            print(f"Run {run._id} ({run.status}) stored by {name}: {where}")
-        return run
-
-    def _config_help(self) -> str:
-        lines = ["config (set with 'with KEY=VALUE'):"]
-        for key, value in self.config.items():
-            lines.append(f"  {key} = {value!r}")
-        return "\n".join(lines)
+        return run_commandline(self, argv)  # type: ignore[return-value]
 
     # --- called by the lifecycle hooks ----------------------------------------------------------
 
     def _observers_for_deployment(self) -> list[ObserverLike]:
-        """Observers of a run started without ``ex.run``: from code and ``PREFECT_SACRED_OBSERVERS``."""
-        return [*self.observers, *observers_from_env()]
-
-    def _observers_for(self, options: RunOptions) -> tuple[list[ObserverLike], ObserverError | None]:
-        if options.unobserved:
-            return [], None
-        try:
-            return [*self._observers_for_deployment(), *options.observers, *_context_observers.get()], None
-        except ObserverConfigError as exc:
-            # The run still starts for the observers from code, which then record this failure.
-            error = ObserverError(f"{OBSERVERS_ENV_VAR}: {exc}")
-            return [*self.observers, *options.observers, *_context_observers.get()], error
-
-    def _typed(self, parameters: dict[str, Any]) -> dict[str, Any]:
-        """A deployment run's JSON parameters as the main function will receive them."""
-        if self._flow is not None and self._flow.should_validate_parameters:
-            try:
-                return dict(self._flow.validate_parameters(dict(parameters)))
-            except Exception:  # Prefect will report it when it calls the flow
-                pass
-        return dict(parameters)
+        return deployment_observers(self)
 
     def _create_run(self, flow_run: FlowRun) -> Run:
-        request = _request.get()
-        if request is not None and request.run is None:
-            options = request.options
-        else:  # a deployment, a schedule, the UI, or the flow called directly
-            request, options = None, RunOptions()
-        observers, setup_error = self._observers_for(options)
-        config = dict(request.params) if request is not None else self._typed(flow_run.parameters)
-        if config.get("seed") is None:
-            config["seed"] = new_seed()
-        meta: dict[str, Any] = {
-            "command": self._main.__name__ if self._main else "main",
-            "options": options.recorded,
-            "prefect": {
-                "flow_run_id": str(flow_run.id),
-                "flow_run_name": flow_run.name,
-                "deployment_id": str(flow_run.deployment_id) if flow_run.deployment_id else None,
-                "tags": list(flow_run.tags),
-                "ui_url": prefect_api.ui_url(flow_run.id),
-            },
-        }
-        if options.comment is not None:
-            meta["comment"] = options.comment
-        if options.priority is not None:
-            meta["priority"] = options.priority
-        if request is not None and request.config_updates:
-            meta["config_updates"] = request.config_updates
-        name = options.name or self.name or "experiment"
-        run = Run(
-            experiment_info=gather_experiment_info(name, self.base_dir, self.mainfile),
-            host_info=gather_host_info(self.captured_env),
-            meta_info=meta,
-            config=config,
-            command=meta["command"],
-            observers=_claim(observers),
-            beat_interval=options.beat_interval if options.beat_interval is not None else self.beat_interval,
-            capture_mode=(options.capture or self.capture_mode) if observers else "no",
-            captured_out_filter=self.captured_out_filter,
-            _id=options.id,
-        )
-        run.start_error = setup_error
-        run.on_finish = _release
-        self.last_run = run
-        if request is not None:
-            request.run = run
-        return run
-
-
-def _claim(observers: list[ObserverLike]) -> list[ObserverLike]:
-    claimed = []
-    with _busy_lock:
-        for observer in observers:
-            if id(observer) in _busy_observers:
-                observer = copy.copy(observer)
-            _busy_observers.add(id(observer))
-            claimed.append(observer)
-    return claimed
-
-
-def _release(run: Run) -> None:
-    with _busy_lock:
-        for observer in run.observers:
-            _busy_observers.discard(id(observer))
-
-
-def new_seed() -> int:
-    return random.SystemRandom().randint(0, 2**31 - 1)
-
-
-def _seed_generators(seed: int) -> None:
-    random.seed(seed)
-    numpy = sys.modules.get("numpy")
-    if numpy is not None:
-        numpy.random.seed(seed % 2**32)
-    torch = sys.modules.get("torch")
-    if torch is not None and hasattr(torch, "manual_seed"):
-        torch.manual_seed(seed)
+        return create_run(self, flow_run)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
+import importlib.util
 import os
 import platform
 import socket
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,19 +19,84 @@ from prefect_sacred.utils import md5_of_file, redact
 __all__ = ["gather_experiment_info", "gather_host_info"]
 
 
+def gather_experiment_info(
+    name: str,
+    base_dir: str,
+    mainfile: str | None,
+    ingredients: Sequence[Any] = (),
+    save_git_info: bool = True,
+) -> dict[str, Any]:
+    """Sacred's ``ex_info``: name, base_dir, sources, dependencies, repositories, mainfile.
 
-def gather_experiment_info(name: str, base_dir: str, mainfile: str | None) -> dict[str, Any]:
-    """Sacred's ``ex_info``: name, base_dir, sources, dependencies, repositories, mainfile."""
-    source_paths = _local_source_files(base_dir, mainfile)
-    sources = [(os.path.relpath(path, base_dir), md5_of_file(path)) for path in source_paths]
+    ``ingredients`` (the experiment and its ingredients) give the modules whose imports are the
+    dependencies, and the files and packages added with ``add_source_file`` and
+    ``add_package_dependency``.
+    """
+    source_paths = set(_local_source_files(base_dir, mainfile))
+    dependencies: dict[str, str | None] = {}
+    for ingredient in ingredients:
+        source_paths |= set(getattr(ingredient, "extra_sources", ()))
+        for top in _imported_tops(ingredient.imported_modules(), base_dir):
+            dependencies.update(_distributions_of(top))
+    if importlib.util.find_spec("numpy") is not None:  # Sacred always records it: it seeds it
+        dependencies.update(_distributions_of("numpy"))
+    for ingredient in ingredients:
+        for package, version in getattr(ingredient, "extra_dependencies", {}).items():
+            dependencies[package] = version or _version(package)
+    sources = [(os.path.relpath(path, base_dir), md5_of_file(path)) for path in sorted(source_paths)]
+    keep_git = all(getattr(ingredient, "save_git_info", True) for ingredient in ingredients) and save_git_info
     return {
         "name": name,
         "base_dir": base_dir,
         "sources": sources,
-        "dependencies": _imported_distributions(),
-        "repositories": _repositories(source_paths),
+        "dependencies": sorted(
+            (f"{package}=={version or '<unknown>'}" for package, version in dependencies.items()),
+            key=str.lower,
+        ),
+        "repositories": _repositories(sorted(source_paths)) if keep_git else [],
         "mainfile": os.path.relpath(mainfile, base_dir) if mainfile else None,
     }
+
+
+def _imported_tops(module_names: set[str], base_dir: str) -> set[str]:
+    """Top-level packages of the modules a module imports from (Sacred's rule).
+
+    Modules under ``base_dir`` are sources, not dependencies; the standard library and private
+    names are skipped.
+    """
+    tops: set[str] = set()
+    base = os.path.abspath(base_dir)
+    for module_name in module_names:
+        top = module_name.partition(".")[0]
+        if top.startswith("_") or top in sys.builtin_module_names or top in sys.stdlib_module_names:
+            continue
+        module = sys.modules.get(top)
+        filename = getattr(module, "__file__", None)
+        if filename and os.path.abspath(filename).startswith(base + os.sep) and not _installed(filename):
+            continue
+        tops.add(top)
+    return tops
+
+
+def _installed(filename: str) -> bool:
+    return any(part in {"site-packages", "dist-packages"} for part in Path(filename).parts)
+
+
+def _distributions_of(top: str) -> dict[str, str | None]:
+    found: dict[str, str | None] = {}
+    for distribution in _providers().get(top, ()):
+        version = _version(distribution)
+        if version is not None:
+            found[distribution] = version
+    return found
+
+
+@functools.cache
+def _version(distribution: str) -> str | None:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def _local_source_files(base_dir: str, mainfile: str | None) -> list[str]:
@@ -55,23 +122,6 @@ def _local_source_files(base_dir: str, mainfile: str | None) -> list[str]:
 
 # Installed distributions do not change while a process runs; scanning them costs ~0.3 s.
 _providers = functools.cache(importlib.metadata.packages_distributions)
-
-
-@functools.cache
-def _pinned(distribution: str) -> str | None:
-    try:
-        return f"{distribution}=={importlib.metadata.version(distribution)}"
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-def _imported_distributions() -> list[str]:
-    """``name==version`` of every installed distribution that provides an imported module."""
-    providers = _providers()
-    tops = {module_name.partition(".")[0] for module_name in list(sys.modules)}
-    names = {name for top in tops for name in providers.get(top, ())}
-    pinned = {_pinned(name) for name in names}
-    return sorted((entry for entry in pinned if entry), key=str.lower)
 
 
 def _git(cwd: str, *args: str) -> str | None:

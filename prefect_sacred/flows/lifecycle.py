@@ -28,6 +28,8 @@ from prefect.exceptions import TerminationSignal
 from prefect_sacred.flows import prefect_api
 from prefect_sacred.flows.fanout import ObserverFanout
 from prefect_sacred.flows.run import Run
+from prefect_sacred.journal.journal import RunJournal
+from prefect_sacred.journal.sync import sync_journal
 from prefect_sacred.observers.base import ResumedRun, resuming
 from prefect_sacred.serialization import utcnow
 
@@ -137,7 +139,6 @@ class RunLifecycle:
         self._report(flow_run, run)
 
     def _report(self, flow_run: FlowRun, run: Run) -> None:
-        prefect_api.publish_summary(flow_run.id, run)
         if run.logger is not None:
             places = "; ".join(f"{name}: {where}" for name, where in run.locations())
             run.logger.info("Run %s %s%s", run._id, run.status, f" (stored by {places})" if places else "")
@@ -157,10 +158,12 @@ class RunLifecycle:
             return
         try:
             observers = self._rebuild_observers()
-        except Exception as exc:
+        except Exception as exc:  # the journal may still hold the observers themselves
             log.error("cannot rebuild the observers of run %s: %s", run_id, exc)
-            return
+            observers = []
         with resuming(_resumed_run(flow, flow_run)):
+            if _deliver_journal(flow_run, state, interrupted, log, observers):
+                return
             fanout = ObserverFanout.resumed(observers, run_id, log)
             now = utcnow()
             if interrupted:
@@ -171,6 +174,40 @@ class RunLifecycle:
         for observer in fanout.started:
             name = type(observer).__name__
             log.info("observer %s recorded the end of run %s (%s)", name, run_id, state.name)
+
+
+def _deliver_journal(
+    flow_run: FlowRun,
+    state: State[Any],
+    interrupted: bool,
+    log: logging.LoggerAdapter[Any],
+    rebuilt: list[ObserverLike],
+) -> bool:
+    """Deliver the dead run's journal, if this machine has it, then its end; True if done.
+
+    The journal holds what the run's observers had not received (metric points and output up
+    to about a second before the end) and the observers themselves, with their cursors.
+    """
+    path = RunJournal.find(str(flow_run.id))
+    if path is None:
+        return False
+    status = "INTERRUPTED" if interrupted else "FAILED"
+    # The cancelled process may still be writing its own end: give it time to let go.
+    try:
+        report = sync_journal(
+            path, status=status, fail_trace=_trace_from_state(state), wait=15.0, rebuilt=list(rebuilt)
+        )
+    except Exception as exc:
+        log.error("cannot deliver the journal %s: %s: %s", path, type(exc).__name__, exc)
+        return False
+    if report.skipped is not None:
+        log.warning("run %s: its process still holds its journal; ending it without", report.run_id)
+        return False
+    for line in report.lines():
+        log.info("%s", line)
+    if not report.complete:
+        log.error("run %s: not all delivered; run `prefect-sacred sync %s` later", report.run_id, path)
+    return True
 
 
 def _resumed_run(flow: Flow[Any, Any], flow_run: FlowRun) -> ResumedRun:
@@ -188,8 +225,10 @@ def _resumed_run(flow: Flow[Any, Any], flow_run: FlowRun) -> ResumedRun:
 
 
 def _note_state(run: Run, state: State[Any]) -> None:
-    """Prefect's own view of the end, beside Sacred's status (it reaches observers in ``info``)."""
-    run.info["prefect_state"] = {"name": state.name, "message": state.message}
+    """Prefect's own view of the end, beside Sacred's status: in the meta, never in the user's ``info``."""
+    prefect_meta = run.meta_info.get("prefect")
+    if isinstance(prefect_meta, dict):
+        prefect_meta["state"] = {"name": state.name, "message": state.message}
 
 
 def _trace_from_state(state: State[Any]) -> list[str]:

@@ -1,0 +1,95 @@
+"""The Prefect flow's parameters of an experiment: the top-level entries of its config.
+
+The deployment form in the Prefect UI shows each with its type, its default and its doc (the
+comment on the entry in the config scope, or the main function's ``Args:`` text). Entries of
+config scopes take any value, as in Sacred (a changed type is a warning, not an error); the
+main function's own annotated parameters are validated by Prefect.
+"""
+
+from __future__ import annotations
+
+import inspect
+import keyword
+from collections.abc import Mapping
+from typing import Annotated, Any
+
+from pydantic import WithJsonSchema
+
+__all__ = ["NAMED_CONFIGS_PARAMETER", "flow_signature", "lenient", "with_docs"]
+
+#: The flow parameter choosing named configs in a deployment run (a list of their names).
+NAMED_CONFIGS_PARAMETER = "named_configs"
+
+
+def _json_type(value: Any) -> dict[str, Any]:
+    if isinstance(value, bool):
+        return {"type": "boolean"}
+    if isinstance(value, int):
+        return {"type": "integer"}
+    if isinstance(value, float):
+        return {"type": "number"}
+    if isinstance(value, str):
+        return {"type": "string"}
+    if isinstance(value, (list, tuple)):
+        return {"type": "array"}
+    if isinstance(value, dict):
+        return {"type": "object"}
+    return {}
+
+
+def lenient(schema: dict[str, Any]) -> Any:
+    """An annotation that shows ``schema`` in the UI and accepts any value."""
+    return Annotated[Any, WithJsonSchema(schema)]
+
+
+def flow_signature(
+    config: Mapping[str, Any],
+    annotations: Mapping[str, Any],
+    named_configs: list[str],
+) -> inspect.Signature:
+    """Keyword-only parameters: each top-level config entry, ``seed``, and the named configs."""
+    parameters = []
+    for key, value in config.items():
+        if key == "seed" or not key.isidentifier() or keyword.iskeyword(key):
+            continue  # such entries are set with config updates, not as parameters
+        annotation = annotations.get(key, lenient(_json_type(value)))
+        parameters.append(
+            inspect.Parameter(key, inspect.Parameter.KEYWORD_ONLY, default=value, annotation=annotation)
+        )
+    seed_annotation = annotations.get("seed", lenient({"type": "integer"}))
+    parameters.append(
+        inspect.Parameter("seed", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=seed_annotation)
+    )
+    if named_configs and NAMED_CONFIGS_PARAMETER not in config:
+        schema = {"type": "array", "items": {"type": "string", "enum": named_configs}}
+        parameters.append(
+            inspect.Parameter(
+                NAMED_CONFIGS_PARAMETER,
+                inspect.Parameter.KEYWORD_ONLY,
+                default=[],
+                annotation=lenient(schema),
+            )
+        )
+    return inspect.Signature(parameters)
+
+
+def with_docs(docstring: str | None, docs: Mapping[str, str], signature: inspect.Signature) -> str | None:
+    """``docstring`` with an ``Args:`` section for documented entries it does not describe yet.
+
+    Prefect reads parameter descriptions from the flow function's Google-style docstring.
+    """
+    documented = docstring or ""
+    lines = []
+    for name in signature.parameters:
+        doc = docs.get(name)
+        if name == NAMED_CONFIGS_PARAMETER:
+            doc = "named configs to apply, in order (Sacred's 'with NAME')"
+        if doc and f"{name}:" not in documented:
+            lines.append(f"    {name}: {' '.join(doc.split())}")
+    if not lines:
+        return docstring
+    text = inspect.cleandoc(documented)
+    if "\nArgs:\n" in f"\n{text}":  # one section: Prefect reads the first
+        head, _, tail = f"\n{text}".partition("\nArgs:\n")
+        return f"{head.lstrip()}\nArgs:\n" + "\n".join(lines) + "\n" + tail + "\n"
+    return f"{text}\n\nArgs:\n" + "\n".join(lines) + "\n"

@@ -1,0 +1,192 @@
+"""What starting a run takes: the request ``ex.run`` makes, observers, seeds, the meta info."""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import copy
+import random
+import sys
+import threading
+import typing
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from prefect_sacred.config.assemble import Assembled
+from prefect_sacred.config.ingredient import Ingredient
+from prefect_sacred.flows import prefect_api
+from prefect_sacred.flows.commandline import RunOptions, sacred_options
+from prefect_sacred.flows.parameters import NAMED_CONFIGS_PARAMETER
+from prefect_sacred.flows.run import Run
+from prefect_sacred.observers.base import ObserverLike
+from prefect_sacred.serialization import flatten
+
+if typing.TYPE_CHECKING:
+    from prefect.client.schemas.objects import FlowRun
+
+__all__ = [
+    "CommandRun",
+    "Prepared",
+    "RunRequest",
+    "Unsupported",
+    "build_meta",
+    "claim",
+    "context_observers",
+    "current_request",
+    "differs",
+    "observing",
+    "release",
+    "seed_generators",
+    "sorted_ingredients",
+]
+
+
+class Unsupported(NotImplementedError):
+    """A Sacred feature this package does not offer (the message says what to do instead)."""
+
+
+@dataclass
+class RunRequest:
+    """What ``ex.run`` asks of the flow run it is about to start (read by ``on_running``)."""
+
+    options: RunOptions
+    config_updates: dict[str, Any] | None
+    assembled: Assembled
+    command: str
+    info: dict[str, Any] | None = None
+    meta_info: dict[str, Any] | None = None
+    option_words: dict[str, Any] | None = None
+    run: Run | None = None
+
+
+@dataclass
+class Prepared:
+    """A flow run's assembled config, between the ``on_running`` hook and the flow body."""
+
+    assembled: Assembled | None
+    command: str
+    error: Exception | None = None
+
+
+current_request: contextvars.ContextVar[RunRequest | None] = contextvars.ContextVar(
+    "prefect_sacred_run_request", default=None
+)
+
+context_observers: contextvars.ContextVar[tuple[ObserverLike, ...]] = contextvars.ContextVar(
+    "prefect_sacredcontext_observers", default=()
+)
+
+
+@contextlib.contextmanager
+def observing(*observers: ObserverLike) -> Iterator[None]:
+    """Add ``observers`` to every run started in this context, besides the experiment's own.
+
+    Example:
+        ```python
+        with observing(FileStorageObserver("debug_runs")):
+            ex.run()
+        ```
+    """
+    token = context_observers.set((*context_observers.get(), *observers))
+    try:
+        yield
+    finally:
+        context_observers.reset(token)
+
+
+# Observer instances keep per-run state; one that is busy with a live run is copied for the next.
+_busy_observers: set[int] = set()
+_busy_lock = threading.Lock()
+
+
+@dataclass
+class CommandRun:
+    """The ``_run`` of a command run without observers or a flow (``print_config`` ...)."""
+
+    config: dict[str, Any]
+    config_modifications: Any
+    experiment_info: dict[str, Any]
+    meta_info: dict[str, Any]
+    info: dict[str, Any]
+    logger: Any
+    result: Any = None
+    status: str = "RUNNING"
+    _id: Any = None
+
+    def locations(self) -> list[tuple[str, str]]:
+        return []
+
+
+def differs(value: Any, default: Any) -> bool:
+    try:
+        return bool(flatten(value) != flatten(default))
+    except Exception:
+        return True
+
+
+def sorted_ingredients(root: Ingredient) -> list[Ingredient]:
+    """Ingredients before the ones using them, the experiment last (Sacred's hook order)."""
+    depth: dict[int, tuple[int, Ingredient]] = {}
+    for ingredient, level in root.traverse_ingredients():
+        depth[id(ingredient)] = (max(level, depth.get(id(ingredient), (0, ingredient))[0]), ingredient)
+    return [ingredient for _, ingredient in sorted(depth.values(), key=lambda item: -item[0])]
+
+
+def claim(observers: list[ObserverLike]) -> list[ObserverLike]:
+    claimed = []
+    with _busy_lock:
+        for observer in observers:
+            if id(observer) in _busy_observers:
+                observer = copy.copy(observer)
+            _busy_observers.add(id(observer))
+            claimed.append(observer)
+    return claimed
+
+
+def release(run: Run) -> None:
+    with _busy_lock:
+        for observer in run.observers:
+            _busy_observers.discard(id(observer))
+
+
+def seed_generators(seed: int) -> None:
+    """Seed ``random``, ``numpy`` and ``torch`` (those imported) with the run's seed, as Sacred does."""
+    random.seed(seed)
+    numpy = sys.modules.get("numpy")
+    if numpy is not None:
+        numpy.random.seed(seed % 2**32)
+    torch = sys.modules.get("torch")
+    if torch is not None and hasattr(torch, "manual_seed"):
+        torch.manual_seed(seed)
+
+
+def build_meta(
+    flow_run: FlowRun, options: RunOptions, request: RunRequest | None, prepared: Prepared
+) -> dict[str, Any]:
+    """Sacred's ``meta``: command, options, named configs, config updates; Prefect's ids beside them."""
+    meta: dict[str, Any] = {
+        "command": prepared.command,
+        "options": sacred_options(options.recorded, request.option_words if request else None),
+        "named_configs": list(prepared.assembled.named_configs if prepared.assembled else []),
+    }
+    if request is not None and request.config_updates is not None:
+        meta["config_updates"] = request.config_updates
+    elif request is None:
+        meta["config_updates"] = {
+            key: value for key, value in (flow_run.parameters or {}).items() if key != NAMED_CONFIGS_PARAMETER
+        }
+    meta["prefect"] = {
+        "flow_run_id": str(flow_run.id),
+        "flow_run_name": flow_run.name,
+        "deployment_id": str(flow_run.deployment_id) if flow_run.deployment_id else None,
+        "tags": list(flow_run.tags),
+        "ui_url": prefect_api.ui_url(flow_run.id),
+    }
+    if options.comment is not None:
+        meta["comment"] = options.comment
+    if options.priority is not None:
+        meta["priority"] = options.priority
+    if request is not None and request.meta_info:
+        meta.update(request.meta_info)
+    return meta
