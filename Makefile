@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DO_NOT_TRACK ?= 1
 
-.PHONY: setup example test lint serve lock
+.PHONY: setup example test lint serve lock chromium
 
 setup: $(VENV)/.installed
 
@@ -27,8 +27,12 @@ lint: setup
 	$(BIN)/ruff check prefect_sacred tests benchmarks deployments
 	$(BIN)/mypy
 
-test: lint
+test: lint $(if $(CI),chromium)
 	$(BIN)/python -m pytest
+
+# The Prefect UI's browser test renders pages with Debian's Chromium; under CI it must not skip.
+chromium:
+	@command -v chromium >/dev/null || apt-get install -y chromium
 
 serve: setup
 	cd deployments && PREFECT_SACRED_OBSERVERS="$${PREFECT_SACRED_OBSERVERS:-file://$(CURDIR)/my_runs}" ../$(BIN)/python serve.py

@@ -52,8 +52,8 @@ def test_a_deployment_run_from_the_cli_is_recorded_and_summarised_in_prefect(tmp
             artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
         )
         labels = client.read_flow_run(flow_run_id).labels
-    summary = next(a for a in artifacts if a.type == "markdown")
-    assert "**Status:** COMPLETED" in summary.data
+    summary = next(a for a in artifacts if a.key == "experiment-run-1")
+    assert "| **Status** | COMPLETED |" in summary.data
     assert f"FileStorageObserver: `{runs / '1'}`" in summary.data
     assert '"epochs": 3' in summary.data
     assert labels["prefect-sacred.run-id"] == "1"

@@ -1,39 +1,53 @@
-"""What a run leaves in Prefect itself: the run-id label and a summary artifact in the UI.
+"""What a run leaves on its Prefect flow run: the run id as a label and a tag.
 
-Both are best effort: Prefect being slow or away must never fail or lose an experiment run,
-whose record lives in the observers.
+The label is how a hook in another process finds the run; the tag is how people find it in
+the UI (``sacred-id:7``, filterable on the Runs page). The artifacts in the UI come from
+:class:`~prefect_sacred.observers.prefect_ui.PrefectArtifactsObserver`. All of it is best
+effort: Prefect being slow or away must never fail or lose an experiment run, whose record
+lives in the observers.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from uuid import UUID
 
-    from prefect_sacred.flows.run import Run
 
-__all__ = ["RUN_ID_LABEL", "label_run_id", "publish_summary", "read_run_id", "ui_url"]
+__all__ = ["RUN_ID_LABEL", "RUN_ID_TAG_PREFIX", "label_run_id", "read_run_id", "run_id_tag", "ui_url"]
 
 RUN_ID_LABEL = "prefect-sacred.run-id"
+RUN_ID_TAG_PREFIX = "sacred-id:"
 
 logger = logging.getLogger("prefect_sacred")
+#: Seconds a call to the Prefect API may take here (Prefect's default is 60).
+_TIMEOUT = 10.0
+
+
+def run_id_tag(run_id: Any) -> str:
+    """The flow run's tag naming the experiment run, e.g. ``sacred-id:7``."""
+    return f"{RUN_ID_TAG_PREFIX}{run_id}"
 
 
 def label_run_id(flow_run_id: UUID, run_id: Any) -> None:
-    """Record the experiment run's ``_id`` on the flow run, for hooks in other processes.
+    """Record the experiment run's ``_id`` on the flow run: a label, and a tag when it has one.
 
-    A run that started without an id (only notifiers observe it) is labelled with ``""``, so
-    a hook elsewhere still knows it started and can send its end.
+    The label is for hooks in other processes: a run that started without an id (only
+    notifiers observe it) is labelled with ``""``, so a hook elsewhere still knows it started
+    and can send its end.
     """
     from prefect.client.orchestration import get_client
 
     try:
-        with get_client(sync_client=True) as client:
+        with get_client(httpx_settings={"timeout": _TIMEOUT}, sync_client=True) as client:
             # Labels keep JSON scalars, so an int id comes back as an int, a str as a str.
             client.update_flow_run_labels(flow_run_id, {RUN_ID_LABEL: "" if run_id is None else run_id})
+            if run_id is not None:
+                tags = list(client.read_flow_run(flow_run_id).tags or [])
+                tags = [tag for tag in tags if not tag.startswith(RUN_ID_TAG_PREFIX)] + [run_id_tag(run_id)]
+                client.update_flow_run(flow_run_id, tags=tags)
     except Exception as exc:
         logger.warning("could not label flow run %s with run id %r: %s", flow_run_id, run_id, exc)
 
@@ -45,7 +59,7 @@ def read_run_id(flow_run_id: UUID) -> tuple[bool, Any]:
     """
     from prefect.client.orchestration import get_client
 
-    with get_client(sync_client=True) as client:
+    with get_client(httpx_settings={"timeout": _TIMEOUT}, sync_client=True) as client:
         flow_run = client.read_flow_run(flow_run_id)
     labels = flow_run.labels or {}
     if RUN_ID_LABEL not in labels:
@@ -55,58 +69,8 @@ def read_run_id(flow_run_id: UUID) -> tuple[bool, Any]:
 
 
 def ui_url(flow_run_id: UUID) -> str | None:
+    """The flow run's page in the Prefect UI, when the UI's address is known."""
     from prefect.settings import PREFECT_UI_URL
 
     base = PREFECT_UI_URL.value()
     return f"{base.rstrip('/')}/runs/flow-run/{flow_run_id}" if base else None
-
-
-def publish_summary(flow_run_id: UUID, run: Run) -> None:
-    """A markdown artifact on the flow run: status, result, config and where it is stored."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import ArtifactCreate
-
-    try:
-        with get_client(sync_client=True) as client:
-            client.create_artifact(
-                ArtifactCreate(
-                    type="markdown",
-                    key=_artifact_key(run),
-                    description=f"Experiment run {run._id}: {run.status}",
-                    data=render_summary(run),
-                    flow_run_id=flow_run_id,
-                )
-            )
-    except Exception as exc:
-        logger.warning("could not publish the run summary to Prefect: %s", exc)
-
-
-def _artifact_key(run: Run) -> str:
-    name = str(run.experiment_info.get("name", "experiment")).lower()
-    slug = "".join(char if char.isalnum() else "-" for char in name).strip("-") or "experiment"
-    return f"{slug}-run"
-
-
-def render_summary(run: Run) -> str:
-    def block(value: Any) -> str:
-        text = json.dumps(value, indent=2, sort_keys=True, default=repr)
-        return f"```json\n{text}\n```"
-
-    lines = [
-        f"# {run.experiment_info.get('name')} run {run._id}",
-        "",
-        f"**Status:** {run.status}",
-        "",
-        "## Result",
-        block(run.result),
-        "",
-        "## Config",
-        block(run.config),
-        "",
-        "## Stored by",
-    ]
-    locations = run.locations()
-    lines += [f"- {name}: `{where}`" for name, where in locations] or ["- no observer"]
-    if run.fail_trace:
-        lines += ["", "## Error", "```", run.fail_trace[-1].rstrip(), "```"]
-    return "\n".join(lines)

@@ -21,6 +21,7 @@ if _typing.TYPE_CHECKING:
     from prefect_sacred.observers.mongo import MongoObserver, QueuedMongoObserver, parse_mongo_db_arg
     from prefect_sacred.observers.notify import SlackObserver, TelegramObserver
     from prefect_sacred.observers.object_store import GoogleCloudStorageObserver, S3Observer
+    from prefect_sacred.observers.prefect_ui import PrefectArtifactsObserver
     from prefect_sacred.observers.queue import QueueObserver, UndeliveredEvents
     from prefect_sacred.observers.registry import (
         ENTRY_POINT_GROUP,
@@ -43,6 +44,7 @@ __all__ = [
     "ObserverLike",
     "OutputDelta",
     "PendingEvent",
+    "PrefectArtifactsObserver",
     "QueueObserver",
     "QueuedMongoObserver",
     "RunObserver",
@@ -70,6 +72,7 @@ __getattr__ = _lazy_attributes(
         **dict.fromkeys(("MongoObserver", "QueuedMongoObserver", "parse_mongo_db_arg"), f"{_HERE}.mongo"),
         **dict.fromkeys(("SlackObserver", "TelegramObserver"), f"{_HERE}.notify"),
         **dict.fromkeys(("GoogleCloudStorageObserver", "S3Observer"), f"{_HERE}.object_store"),
+        "PrefectArtifactsObserver": f"{_HERE}.prefect_ui",
         **dict.fromkeys(("QueueObserver", "UndeliveredEvents"), f"{_HERE}.queue"),
         **dict.fromkeys(
             (
