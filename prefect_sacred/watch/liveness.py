@@ -1,0 +1,107 @@
+"""Dead runs found: runs whose process died without recording their end, ended in every backend.
+
+How the watcher learns that a run is alive: not from heartbeat timing (a GC pause, a slow
+backend or a laptop that slept would look like death) but from the run's journal on this
+machine. A live run's process holds its journal's ``flock`` for as long as it exists, also while
+stopped (SIGSTOP) or suspended; the kernel releases it the moment the process dies, however it
+dies (SIGKILL, the OOM killer). So a journal of the experiment whose lock is free and whose
+log has no end is a dead run: :func:`~prefect_sacred.journal.sync.sync_journal` delivers what
+it still holds (metric points and output up to about a second before the death), then
+``failed_event`` with a trace naming the process. A journal whose run ended but whose
+observers did not receive everything is delivered again, at most every ``retry_every`` seconds.
+
+Cost, per check (every second by default): one directory listing of the journal root, and per
+journal of the experiment the first line of its log and one non-blocking ``flock`` attempt. No
+call to Prefect or to any backend unless a run died. Runs on other machines need a watcher
+there; Prefect's zombie detection (``prefect.flow-run.Crashed``) covers them otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+from prefect_sacred.journal.journal import _LOG, JournalLocked, RunJournal, _lock
+from prefect_sacred.journal.sync import SyncReport, sync_journal
+
+__all__ = ["DeadRunFinder"]
+
+logger = logging.getLogger("prefect_sacred.watch")
+
+
+class DeadRunFinder:
+    """Ends the runs of experiment ``experiment_name`` on this machine whose process died.
+
+    Args:
+        experiment_name: Only journals of runs of this experiment are considered.
+        retry_every: Seconds before a journal whose observers could not take everything is
+            delivered again.
+        root: The journal directory (default: ``PREFECT_SACRED_JOURNAL_DIR`` or its default).
+        defer: Called with a dead run's identity before anything is done; True leaves the run
+            alone for now (its serve process or worker records its end, cancelled or crashed).
+    """
+
+    def __init__(
+        self,
+        experiment_name: str,
+        retry_every: float = 60.0,
+        root: str | None = None,
+        defer: Callable[[dict[str, Any]], bool] | None = None,
+    ) -> None:
+        self.experiment_name = experiment_name
+        self.defer = defer
+        self.retry_every = retry_every
+        self.root = root
+        self._host = socket.gethostname()
+        self._not_before: dict[str, float] = {}
+
+    def check(self) -> list[tuple[dict[str, Any], SyncReport]]:
+        """Deliver and end every dead run's journal; returns each run's identity and delivery."""
+        reports = []
+        now = time.monotonic()
+        for path in RunJournal.all(self.root):
+            identity = _identity(path)
+            if self._not_before.get(path, 0.0) > now or identity is None or not self._mine(identity):
+                continue
+            held = _lock(path, wait=0.0)
+            if held is None:  # its process holds the lock: alive, stopped or not
+                continue
+            os.close(held)
+            if self.defer is not None and self.defer(identity):
+                continue
+            try:
+                report = sync_journal(path)
+            except (FileNotFoundError, JournalLocked):  # ended and deleted meanwhile, or just taken
+                continue
+            if report.skipped is not None:  # taken again meanwhile (a hook delivering it)
+                continue
+            reports.append((identity, report))
+            for line in report.lines():
+                logger.info("%s", line)
+            if not report.deleted:
+                self._not_before[path] = now + self.retry_every
+        return reports
+
+    def _mine(self, identity: dict[str, Any]) -> bool:
+        return bool(
+            identity.get("experiment") == self.experiment_name and identity.get("host") in (None, self._host)
+        )
+
+
+def _identity(path: str) -> dict[str, Any] | None:
+    """The journal's first record (the run's identity), read alone: journals can be large."""
+    try:
+        with open(os.path.join(path, _LOG), "rb") as handle:
+            line = handle.readline()
+    except OSError:
+        return None
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) and record.get("kind") == "run" else None
