@@ -1,0 +1,403 @@
+"""Experiments as Prefect tasks: each task run (a trial of a sweep) is one observed run.
+
+``ex.task(**task_options)`` returns a Prefect task whose parameters are the experiment's config
+entries, like the flow's. Its hooks drive Sacred's events:
+
+| Prefect (task run)                  | event                                   | status    |
+|-------------------------------------|-----------------------------------------|-----------|
+| on_running (first attempt only)     | started_event                           | RUNNING   |
+| on_completion                       | completed_event(stop_time, result)      | COMPLETED |
+| on_failure                          | failed_event(fail_time, fail_trace)     | FAILED    |
+| on_failure, state TimedOut          | interrupted_event(status="TIMEOUT")     | TIMEOUT   |
+| the parent flow cancelled/interrupted | interrupted_event                     | INTERRUPTED |
+| the parent flow failed/crashed, or the trial's process died | failed_event    | FAILED    |
+
+Tasks have no crash or cancellation hooks: the parent flow's hooks (attached when the task is
+called, submitted or mapped inside it, see :mod:`prefect_sacred.flows.sweep`) end the trials it
+leaves behind and write the sweep's summary artifact.
+
+Captured output: trials in one process run on threads, so the default capture mode of a trial
+is ``sys`` (writes to ``sys.stdout``/``sys.stderr`` routed by context: each trial gets only its
+own). ``fd`` captures file descriptors 1 and 2, which every thread of the process shares: use it
+only where one trial runs per process (a Dask worker with one thread) to catch C and subprocess
+output too; a second concurrent ``fd`` trial falls back to ``sys``.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from prefect import Task
+from prefect.exceptions import MissingContextError
+
+from prefect_sacred.flows.commandline import RunOptions
+from prefect_sacred.flows.flow_runs import deployment_config, run_observers
+from prefect_sacred.flows.info import gather_host_info
+from prefect_sacred.flows.parameters import NAMED_CONFIGS_PARAMETER
+from prefect_sacred.flows.run import Run
+from prefect_sacred.flows.starting import Prepared, build_meta, claim, differs, release
+from prefect_sacred.observers.prefect_ui.observer import with_prefect_ui
+
+if TYPE_CHECKING:
+    from uuid import UUID
+
+    from prefect.client.schemas.objects import FlowRun, State, TaskRun
+
+    from prefect_sacred.flows.experiment import Experiment
+
+__all__ = ["ExperimentTask", "TrialRun", "experiment_task"]
+
+#: A trial's default capture mode: trials share the process with other trials (threads).
+DEFAULT_TRIAL_CAPTURE = "sys"
+
+
+class TrialRun(Run):
+    """The ``_run`` of one trial: a :class:`Run` that also remembers each metric's last value.
+
+    The last values go into the parent flow's summary of the sweep.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.last_metrics: dict[str, Any] = {}
+        #: ``(parent flow run id, task run id, task run name)`` of the trial.
+        self.trial: tuple[str | None, str, str] = (None, "", "")
+
+    def log_scalar(self, name: str, value: Any, step: Any = None) -> None:
+        super().log_scalar(name, value, step)
+        self.last_metrics[name] = value
+
+
+@dataclass
+class _Trial:
+    run: TrialRun
+    prepared: Prepared
+    parent: UUID | None
+
+
+@dataclass
+class TrialLifecycle:
+    """The task hooks of one experiment's trials, and the trials live in this process.
+
+    Trials are keyed by task run id, so any number of them overlap. Only how to build trials
+    travels by pickling (to Dask or Ray workers): never the live trials or the lock.
+    """
+
+    experiment: Experiment
+    capture: str | None = None
+    live: dict[UUID, _Trial] = field(default_factory=dict)
+    #: Summary rows of ended trials, by parent flow run (rows, not runs: their output can be big).
+    ended: dict[UUID, list[dict[str, Any]]] = field(default_factory=dict)
+    parents: set[UUID] = field(default_factory=set)
+    shared_info: dict[str, Any] | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    #: Held while the experiment's record is gathered, so the other hooks never wait for it.
+    info_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"experiment": self.experiment, "capture": self.capture}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["experiment"], state["capture"])  # type: ignore[misc]
+
+    # Prefect calls task hooks as hook(task, task_run, state).
+
+    def on_running(self, task: Task[Any, Any], task_run: TaskRun, state: State[Any]) -> None:
+        with self.lock:
+            if task_run.id in self.live:  # a retry: Prefect re-fires on_running per attempt
+                return
+        # Built outside the lock: trials start side by side. A task run's hooks run one at a time.
+        trial = self._new_trial(task, task_run)
+        with self.lock:
+            self.live[task_run.id] = trial
+        run = trial.run
+        run.logger = _task_logger(task, task_run)
+        run.start()
+        if run.start_error is None:
+            run.logger.info('Started trial run with ID "%s"', run._id)
+
+    def on_completion(self, task: Task[Any, Any], task_run: TaskRun, state: State[Any]) -> None:
+        trial = self._pop(task_run.id)
+        if trial is not None:
+            _note_state(trial.run, state)
+            trial.run.complete(trial.run.result)
+            self._ended(trial)
+
+    def on_failure(self, task: Task[Any, Any], task_run: TaskRun, state: State[Any]) -> None:
+        trial = self._pop(task_run.id)
+        if trial is None:
+            return
+        run = trial.run
+        _note_state(run, state)
+        if state.name == "TimedOut":
+            run.interrupt("TIMEOUT")
+        else:
+            run.fail(run.fail_trace or [f"{state.name}: {state.message}\n"])
+        self._ended(trial)
+
+    def _experiment_info(self) -> dict[str, Any]:
+        """The experiment's record (sources, dependencies, git), gathered once per process.
+
+        It takes about 0.1 s (hashing sources, asking git): every trial of a sweep shares it.
+        """
+        with self.info_lock:
+            if self.shared_info is None:
+                info = self.experiment.experiment_info()
+                info["name"] = self.experiment.name or "experiment"
+                self.shared_info = info
+            return copy.deepcopy(self.shared_info)
+
+    def _pop(self, task_run_id: UUID) -> _Trial | None:
+        with self.lock:
+            return self.live.pop(task_run_id, None)
+
+    def _ended(self, trial: _Trial) -> None:
+        """Keep the finished trial for its parent's summary (only if that parent is watching here)."""
+        if trial.parent is None:
+            return
+        from prefect_sacred.flows.sweep import publish_trial, row_of
+
+        with self.lock:
+            watched = trial.parent in self.parents
+            if watched:
+                self.ended.setdefault(trial.parent, []).append(row_of(trial.run))
+        if not watched:  # the parent runs in another process (Dask, Ray): tell it through Prefect
+            publish_trial(trial.run)
+
+    def take_trials(self, parent: UUID, end_live: bool) -> tuple[list[dict[str, Any]], list[TrialRun]]:
+        """``(ended trials' rows, live trials)`` of the parent flow run ``parent`` in this process.
+
+        The ended ones are forgotten; the live ones are taken from this lifecycle (for the
+        parent to end them) only when ``end_live``, else they finish by themselves.
+        """
+        with self.lock:
+            ended = self.ended.pop(parent, [])
+            keys = [key for key, trial in self.live.items() if trial.parent == parent]
+            live = [(self.live.pop(key) if end_live else self.live[key]).run for key in keys]
+            self.parents.discard(parent)
+        return ended, live
+
+    # --- the body --------------------------------------------------------------------------
+
+    def execute(self) -> Any:
+        from prefect.context import TaskRunContext
+
+        context = TaskRunContext.get()
+        trial = self.live.get(context.task_run.id) if context is not None else None
+        if trial is None:
+            raise RuntimeError("the trial could not start: see the on_running hook's error above")
+        run = trial.run
+        if run.start_error is not None:
+            raise run.start_error
+        if trial.prepared.error is not None:
+            raise trial.prepared.error
+        assert trial.prepared.assembled is not None
+        run.stop_time = run.fail_trace = run.exception = None  # a retry starts afresh
+        return self.experiment._call_command(run, trial.prepared.assembled, trial.prepared.command)
+
+    # --- building a trial ------------------------------------------------------------------
+
+    def _new_trial(self, task: Task[Any, Any], task_run: TaskRun) -> _Trial:
+        from prefect.context import FlowRunContext, TaskRunContext
+
+        ex = self.experiment
+        context = TaskRunContext.get()
+        parameters = _resolved(dict(context.parameters or {}) if context is not None else {})
+        # The config is assembled as for a flow run given these parameters: values equal to
+        # their default are not updates, so entries computed from the updated ones follow.
+        prepared = deployment_config(ex, parameters)
+        flow_context = FlowRunContext.get()
+        parent_run = flow_context.flow_run if flow_context is not None else None
+        observers, setup_error = run_observers(ex, RunOptions())
+        config = prepared.assembled.config if prepared.assembled is not None else {**parameters, "seed": None}
+        if config.get("seed") is None:
+            from prefect_sacred.config.captured import new_seed
+
+            config["seed"] = new_seed()
+        meta = _trial_meta(task, task_run, parent_run, prepared, parameters)
+        experiment_info = self._experiment_info()
+        # fd capture is process-wide: trials on threads default to sys (see the module doc).
+        capture = self.capture or (DEFAULT_TRIAL_CAPTURE if ex.capture_mode == "fd" else ex.capture_mode)
+        run = TrialRun(
+            experiment_info=experiment_info,
+            host_info=gather_host_info(ex.captured_env),
+            meta_info=meta,
+            config=config,
+            command=prepared.command,
+            # The Prefect UI observer writes a flow run's artifacts: the parent's summary
+            # lists the trials instead (see prefect_sacred.flows.sweep).
+            observers=with_prefect_ui(claim(observers), enabled=False),
+            beat_interval=ex.beat_interval,
+            capture_mode=capture if observers else "no",
+            captured_out_filter=ex.captured_out_filter,
+            join_timeout=ex.join_timeout,
+        )
+        run.config_modifications = prepared.assembled.mods if prepared.assembled else None
+        run.start_error = setup_error
+        run.trial = (str(parent_run.id) if parent_run else None, str(task_run.id), task_run.name)
+        run.on_finish = release
+        ex.last_run = run
+        return _Trial(run, prepared, parent_run.id if parent_run is not None else None)
+
+
+def _trial_meta(
+    task: Task[Any, Any],
+    task_run: TaskRun,
+    parent: FlowRun | None,
+    prepared: Prepared,
+    parameters: dict[str, Any],
+) -> dict[str, Any]:
+    """Sacred's meta of a flow run's, plus the task run and the sweep the trial belongs to."""
+    if parent is not None:
+        meta = build_meta(parent, RunOptions(), None, prepared)
+    else:
+        meta = {"command": prepared.command, "options": {}, "named_configs": [], "prefect": {}}
+    defaults = {name: parameter.default for name, parameter in inspect.signature(task.fn).parameters.items()}
+    # Prefect fills in every default: only values that differ were given (as the UI's form).
+    meta["config_updates"] = {
+        key: value
+        for key, value in parameters.items()
+        if key != NAMED_CONFIGS_PARAMETER
+        and not (key == "seed" and value is None)
+        and (key not in defaults or differs(value, defaults[key]))
+    }
+    prefect_meta = meta.setdefault("prefect", {})
+    prefect_meta.update(task_run_id=str(task_run.id), task_run_name=task_run.name, task_name=task.name)
+    # Readers group the trials of one sweep by this: the parent flow run and the task.
+    meta["sweep"] = {
+        "id": f"{parent.id if parent is not None else task_run.id}/{task.name}",
+        "flow_run_id": str(parent.id) if parent is not None else None,
+        "flow_run_name": parent.name if parent is not None else None,
+        "task_name": task.name,
+    }
+    return meta
+
+
+def _resolved(parameters: dict[str, Any]) -> dict[str, Any]:
+    """Parameters with upstream futures and states replaced by their results (as the body gets them)."""
+    from prefect.utilities.collections import visit_collection
+    from prefect.utilities.engine import resolve_to_final_result
+
+    return {
+        key: visit_collection(
+            value,
+            visit_fn=resolve_to_final_result,
+            return_data=True,
+            max_depth=-1,
+            remove_annotations=True,
+            context={"parameter_name": key},
+        )
+        for key, value in parameters.items()
+    }
+
+
+def _note_state(run: Run, state: State[Any]) -> None:
+    prefect_meta = run.meta_info.get("prefect")
+    if isinstance(prefect_meta, dict):
+        prefect_meta["state"] = {"name": state.name, "message": state.message}
+
+
+def _task_logger(task: Task[Any, Any], task_run: TaskRun) -> Any:
+    import logging
+
+    from prefect.logging.loggers import task_run_logger
+
+    try:
+        return task_run_logger(task_run, task)
+    except (MissingContextError, Exception):
+        return logging.LoggerAdapter(logging.getLogger("prefect_sacred"), {})
+
+
+class ExperimentTask(Task):  # type: ignore[type-arg]
+    """The Prefect task of an experiment (see :func:`experiment_task`).
+
+    Calling, submitting or mapping it inside a flow attaches the sweep's hooks to that flow,
+    so the flow's end finishes the trials it leaves behind and writes the sweep's summary.
+    """
+
+    @property
+    def sweep_hook(self) -> Any:
+        """The parent flow's hook for these trials, to name in a flow's hooks explicitly.
+
+        Needed where the flow's end runs in another process than its body (a served run
+        cancelled: its hooks run in the serve process), e.g.
+        ``@flow(on_cancellation=[train.sweep_hook], on_crashed=[train.sweep_hook])``.
+        """
+        from prefect_sacred.flows.sweep import SweepHook
+
+        lifecycle = _lifecycle_of(self)
+        if lifecycle is None:
+            raise RuntimeError(f"task {self.name!r} is not an experiment's task")
+        return SweepHook(lifecycle, self.name)
+
+    def _watching_parent(self) -> None:
+        from prefect_sacred.flows.sweep import watch_parent
+
+        lifecycle = _lifecycle_of(self)
+        if lifecycle is not None:
+            watch_parent(self, lifecycle)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self._watching_parent()
+        return super().__call__(*args, **kwargs)
+
+    def submit(self, *args: Any, **kwargs: Any) -> Any:
+        self._watching_parent()
+        return super().submit(*args, **kwargs)
+
+    def map(self, *args: Any, **kwargs: Any) -> Any:
+        self._watching_parent()
+        return super().map(*args, **kwargs)
+
+    def with_options(self, *args: Any, **kwargs: Any) -> Any:
+        copied = super().with_options(*args, **kwargs)
+        copied.__class__ = ExperimentTask  # Prefect builds a plain Task: keep watching parents
+        return copied
+
+
+def _lifecycle_of(task: Task[Any, Any]) -> TrialLifecycle | None:
+    for hook in task.on_running_hooks:
+        owner = getattr(hook, "__self__", None)
+        if isinstance(owner, TrialLifecycle):
+            return owner
+    return None
+
+
+def experiment_task(
+    experiment: Experiment, capture: str | None = None, **task_options: Any
+) -> ExperimentTask:
+    """The experiment's main function as a Prefect task; each of its task runs is an observed run.
+
+    Args:
+        experiment: The experiment (with its main function defined).
+        capture: The trials' capture mode (default ``sys``: concurrent trials each get only
+            their own output; ``fd`` only where one trial runs per process).
+        **task_options: Passed to :class:`prefect.Task` (``retries``, ``timeout_seconds``,
+            ``task_run_name``, ``tags``...), e.g. ``ex.task(retries=2)``.
+    """
+    from prefect_sacred.flows.capture import CAPTURE_MODES
+
+    if capture is not None and capture not in CAPTURE_MODES:
+        raise ValueError(f"capture mode must be one of {', '.join(CAPTURE_MODES)}, not {capture!r}")
+    flow = experiment.flow
+    lifecycle = TrialLifecycle(experiment, capture)
+
+    def body(**kwargs: Any) -> Any:
+        return lifecycle.execute()
+
+    signature = getattr(flow.fn, "__signature__", None)
+    body.__signature__ = signature  # type: ignore[attr-defined]
+    body.__annotations__ = dict(getattr(flow.fn, "__annotations__", {}))
+    for attribute in ("__name__", "__qualname__", "__module__", "__doc__"):
+        setattr(body, attribute, getattr(flow.fn, attribute))
+    hooks: dict[str, Any] = {
+        "on_running": [lifecycle.on_running, *task_options.pop("on_running", [])],
+        "on_completion": [lifecycle.on_completion, *task_options.pop("on_completion", [])],
+        "on_failure": [lifecycle.on_failure, *task_options.pop("on_failure", [])],
+    }
+    options = {"name": experiment.name, "description": flow.description, **task_options, **hooks}
+    return ExperimentTask(body, **options)

@@ -1,0 +1,168 @@
+"""Trials of a sweep on Dask's worker processes (prefect-dask's DaskTaskRunner, a LocalCluster).
+
+One cluster for the session. The observers travel to the workers by pickling and record the
+trials there; a worker killed mid-trial leaves its trial to the parent flow's hook, which
+finishes it from the trial's journal.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from prefect_sacred import Experiment, FileStorageObserver, SqlObserver
+from tests.support import service_missing
+
+pytestmark = pytest.mark.slow
+
+try:
+    import distributed
+    from prefect_dask import DaskTaskRunner
+except ImportError:  # pragma: no cover - the dev lock installs it
+    distributed = None
+
+ex = Experiment("dask_trial")
+ex.beat_interval = 0.5
+
+
+@ex.config
+def cfg() -> None:
+    lr = 0.01  # noqa: F841
+    die_after = 0.0  # seconds; > 0: the trial's worker process kills itself then  # noqa: F841
+
+
+@ex.main
+def train(lr: float, die_after: float, _run: Any) -> float:
+    _run.info["pid"] = os.getpid()
+    for step in range(3):
+        _run.log_scalar("loss", lr * (step + 1), step)
+        print(f"dask trial lr={lr} step={step}")
+    if die_after > 0:
+        time.sleep(die_after)  # the journal takes the output and points every second
+        os.kill(os.getpid(), signal.SIGKILL)
+    return lr * 2
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Any]:
+    if distributed is None:
+        service_missing("prefect-dask is not installed (pip install prefect-sacred[dask])")
+    import dask
+
+    # A killed worker fails its task at once instead of retrying it on another worker.
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+        local = distributed.LocalCluster(
+            n_workers=2, threads_per_worker=2, processes=True, dashboard_address=None
+        )
+        try:
+            yield local
+        finally:
+            local.close()
+
+
+def _file_runs(basedir: Path) -> dict[str, dict[str, Any]]:
+    runs = {}
+    for run_dir in sorted(basedir.iterdir()):
+        if run_dir.name.isdigit():
+            runs[run_dir.name] = {
+                "run": json.loads((run_dir / "run.json").read_text()),
+                "config": json.loads((run_dir / "config.json").read_text()),
+                "cout": (run_dir / "cout.txt").read_text(),
+                "metrics": json.loads((run_dir / "metrics.json").read_text()),
+                "info": json.loads((run_dir / "info.json").read_text()),
+            }
+    return runs
+
+
+def _sql_runs(url: str) -> list[Any]:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("select run_id, status, config from run")).all()
+    engine.dispose()
+    return list(rows)
+
+
+def _summary(flow_run_id: Any) -> str:
+    """The sweep's summary artifact on the parent flow run."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
+    [summary] = [a for a in artifacts if (a.key or "").startswith("sweep-")]
+    return str(summary.data)
+
+
+def test_eight_trials_in_dask_workers(cluster: Any, tmp_path: Path) -> None:
+    from prefect import flow
+
+    sql_url = f"sqlite:///{tmp_path / 'runs.db'}"
+    ex.observers[:] = [FileStorageObserver(tmp_path / "files"), SqlObserver(sql_url)]
+    task = ex.task()
+    lrs = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]
+
+    @flow(task_runner=DaskTaskRunner(address=cluster.scheduler_address))
+    def sweep() -> list[float]:
+        return [future.result() for future in task.map(lr=lrs)]
+
+    try:
+        state = sweep(return_state=True)
+    finally:
+        ex.observers.clear()
+    assert sorted(state.result()) == pytest.approx([lr * 2 for lr in lrs])
+    summary = _summary(state.state_details.flow_run_id)
+    assert "8 trials (8 COMPLETED)" in summary
+    assert "lr=0.7" in summary and "loss=2.1" in summary  # published by the workers' trials
+    runs = _file_runs(tmp_path / "files")
+    assert len(runs) == 8  # ids claimed across processes, none twice
+    pids = set()
+    for run in runs.values():
+        lr = run["config"]["lr"]
+        assert run["run"]["status"] == "COMPLETED"
+        assert run["run"]["meta"]["sweep"]["task_name"] == "dask_trial"
+        assert run["cout"].splitlines() == [f"dask trial lr={lr} step={step}" for step in range(3)]
+        assert run["metrics"]["loss"]["values"] == pytest.approx([lr, 2 * lr, 3 * lr])
+        pids.add(run["info"]["pid"])
+    assert os.getpid() not in pids  # recorded by the observers in the workers
+    sql = _sql_runs(sql_url)
+    assert len({row.run_id for row in sql}) == 8
+    assert {row.status for row in sql} == {"COMPLETED"}
+    assert sorted(json.loads(row.config)["lr"] for row in sql) == lrs
+
+
+def test_a_killed_worker_fails_its_trial(cluster: Any, tmp_path: Path) -> None:
+    from prefect import flow
+
+    ex.observers[:] = [FileStorageObserver(tmp_path)]
+    task = ex.task()
+
+    @flow(task_runner=DaskTaskRunner(address=cluster.scheduler_address))
+    def sweep() -> list[float]:
+        return [future.result() for future in task.map(lr=[0.1, 0.2], die_after=[0.0, 1.5])]
+
+    try:
+        state = sweep(return_state=True)
+    finally:
+        ex.observers.clear()
+    assert state.is_failed()
+    assert "2 trials (1 COMPLETED, 1 FAILED)" in _summary(state.state_details.flow_run_id)
+    runs = {run["config"]["lr"]: run for run in _file_runs(tmp_path).values()}
+    assert runs[0.1]["run"]["status"] == "COMPLETED"
+    killed = runs[0.2]
+    assert killed["run"]["status"] == "FAILED", killed["run"]
+    trace = "".join(killed["run"]["fail_trace"])
+    assert "process died" in trace and "KilledWorker" in trace, trace
+    # What the journal held when the worker died reached the record.
+    assert "dask trial lr=0.2 step=2" in killed["cout"]
+    assert killed["metrics"]["loss"]["values"] == pytest.approx([0.2, 0.4, 0.6])
