@@ -22,6 +22,8 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ["PREFECT_RUNNER_POLL_FREQUENCY"] = "1"
 os.environ["PREFECT_LOGGING_TO_API_BATCH_INTERVAL"] = "0.5"
 os.environ.pop("PREFECT_SACRED_OBSERVERS", None)
+# Runs' journals (and those of the subprocesses the tests start) stay inside the session.
+os.environ["PREFECT_SACRED_JOURNAL_DIR"] = os.path.join(_HOME, "journal")
 
 from tests.support import PYTHON, free_port  # noqa: E402
 
@@ -33,6 +35,7 @@ import httpx  # noqa: E402
 import pytest  # noqa: E402
 
 from tests.backends import Backend, BackendUnavailable, load_backends  # noqa: E402
+from tests.servers.tcp_proxy import mariadb_proxy, mongo_proxy, pg_proxy  # noqa: E402, F401  (fixtures)
 from tests.support import service_missing  # noqa: E402
 
 
