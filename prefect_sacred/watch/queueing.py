@@ -270,13 +270,26 @@ def queued_id(flow_run: FlowRun, wait: float = CLAIM_WAIT) -> Any:
     """The ``_id`` this flow run was queued under, or None; called when it starts.
 
     A run claimed but not yet labelled waits for the label, at most ``wait`` seconds after
-    the claim (its claimer may have died).
+    the claim (its claimer may have died). A deployment's run that nobody claimed claims
+    itself, so no watcher records it QUEUED once it started.
     """
     labels = dict(flow_run.labels or {})
     claimed_at = _claim_time(labels.get(CLAIM_LABEL))
-    if claimed_at is None or QUEUED_ID_LABEL in labels:
+    if QUEUED_ID_LABEL in labels or (claimed_at is None and flow_run.deployment_id is None):
         value = labels.get(QUEUED_ID_LABEL)
         return None if value in (None, "") else value
+    if claimed_at is None:
+        # Nobody has recorded this deployment run queued yet. It claims itself, so that a
+        # watcher that sees it only now does not record it QUEUED under another id; when a
+        # watcher holds the claim already, the id it is recording is waited for below.
+        try:
+            if claim(flow_run.id):
+                release(flow_run.id)
+                return None
+        except Exception as exc:  # Prefect away: start under a new id rather than not at all
+            logger.warning("could not claim flow run %s at its start: %s", flow_run.id, exc)
+            return None
+        claimed_at = time.time()
     deadline = time.monotonic() + max(0.0, claimed_at + wait - time.time())
     try:
         with _client() as client:
