@@ -525,6 +525,15 @@ class LoseOneAnswer:
             sock.sendall(data)
 
 
+# What a metric write of the metric "loss" looks like on the wire. The metric's name, not the
+# statement: psycopg prepares a statement it has run five times and then sends only its name.
+METRIC_WRITE = {
+    "postgresql": (b"loss", b"COMMIT"),
+    "mariadb": (b"INSERT INTO metric", b"COMMIT"),
+    "mongo": (b"$push",),
+}
+
+
 @pytest.mark.parametrize(
     "proxied",
     [
@@ -535,7 +544,7 @@ class LoseOneAnswer:
     indirect=True,
 )
 def test_a_stored_write_whose_answer_is_lost_is_not_stored_twice(proxied: Proxied, tmp_path: Path) -> None:
-    markers = (b"$push",) if proxied.kind == "mongo" else (b"INSERT INTO metric", b"COMMIT")
+    markers = METRIC_WRITE[proxied.kind]
     fault = LoseOneAnswer(proxied.proxy, *markers)
     stored, _ = file_storage(tmp_path / "runs")
     ex = experiment("outage_lost_answer", [proxied.observer(), stored], join_timeout=20)
@@ -568,7 +577,7 @@ def test_sync_after_a_stored_write_whose_answer_was_lost_stores_it_once(
     """The metric write is stored, its answer lost, then the backend goes away until the end."""
     from prefect_sacred.cli import main as cli
 
-    markers = (b"$push",) if proxied.kind == "mongo" else (b"INSERT INTO metric", b"COMMIT")
+    markers = METRIC_WRITE[proxied.kind]
     fault = LoseOneAnswer(
         proxied.proxy, *markers, then=lambda: threading.Timer(0.3, proxied.proxy.drop).start()
     )
