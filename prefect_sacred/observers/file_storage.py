@@ -34,7 +34,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from prefect_sacred.observers.base import InvalidArtifactName, OutputDelta, RunObserver
+from prefect_sacred.observers.base import InvalidArtifactName, OutputDelta
 from prefect_sacred.observers.files import OutputFile, RewriteSchedule, copy_atomic, read_text, write_atomic
 from prefect_sacred.observers.metrics_journal import MetricsJournal, MetricsJsonFile, StaleMetricsFile
 from prefect_sacred.observers.registry import (
@@ -42,6 +42,7 @@ from prefect_sacred.observers.registry import (
     register_observer_option,
     register_url_scheme,
 )
+from prefect_sacred.observers.run_entry import RunEntryObserver
 from prefect_sacred.serialization import flatten, isoformat
 from prefect_sacred.utils import md5_of_file
 
@@ -54,7 +55,7 @@ _OWN_FILES = {"run.json", "config.json", "cout.txt", "info.json", "metrics.json"
 _FINISHED = {"COMPLETED", "FAILED", "INTERRUPTED", "TIMEOUT"}
 
 
-class FileStorageObserver(RunObserver):
+class FileStorageObserver(RunEntryObserver):
     """Stores each run in its own numbered directory below ``basedir``.
 
     Args:
@@ -199,18 +200,6 @@ class FileStorageObserver(RunObserver):
                 self._write_metrics_json()
             except OSError as exc:  # the journal has the points; the next rewrite catches up
                 logger.warning("could not rewrite %s/metrics.json (%s); retried later", self.dir, exc)
-
-    def completed_event(self, stop_time: dt.datetime, result: Any) -> None:
-        self.run_entry.update(stop_time=isoformat(stop_time), result=result, status="COMPLETED")
-        self._finish()
-
-    def interrupted_event(self, interrupt_time: dt.datetime, status: str) -> None:
-        self.run_entry.update(stop_time=isoformat(interrupt_time), status=status)
-        self._finish()
-
-    def failed_event(self, fail_time: dt.datetime, fail_trace: list[str]) -> None:
-        self.run_entry.update(stop_time=isoformat(fail_time), status="FAILED", fail_trace=fail_trace)
-        self._finish()
 
     def resource_event(self, filename: str) -> None:
         if not self.copy_artifacts and _is_below(filename, self.basedir):

@@ -25,9 +25,10 @@ import posixpath
 import uuid
 from typing import Any
 
-from prefect_sacred.observers.base import InvalidArtifactName, OutputDelta, RunObserver, check_artifact_name
+from prefect_sacred.observers.base import InvalidArtifactName, OutputDelta, check_artifact_name
 from prefect_sacred.observers.object_store.bucket import Bucket, join_key, relative_key
 from prefect_sacred.observers.object_store.growing import MetricsObject, OutputObject, read_metrics
+from prefect_sacred.observers.run_entry import RunEntryObserver
 from prefect_sacred.serialization import flatten, isoformat
 from prefect_sacred.utils import md5_of_file
 
@@ -39,7 +40,7 @@ _OWN_DIRECTORIES = ("cout.txt.parts/", "metrics.journal/")
 _FINISHED = {"COMPLETED", "FAILED", "INTERRUPTED", "TIMEOUT"}
 
 
-class ObjectStoreObserver(RunObserver):
+class ObjectStoreObserver(RunEntryObserver):
     """Stores each run below ``basedir/<id>/`` in a bucket; subclasses provide the bucket.
 
     Args:
@@ -167,18 +168,6 @@ class ObjectStoreObserver(RunObserver):
 
     def log_metrics(self, metrics_by_name: dict[str, dict[str, list[Any]]], info: dict[str, Any]) -> None:
         self._metrics.append(metrics_by_name)  # raising, it keeps none of them: a retry is safe
-
-    def completed_event(self, stop_time: dt.datetime, result: Any) -> None:
-        self.run_entry.update(stop_time=isoformat(stop_time), result=result, status="COMPLETED")
-        self._finish()
-
-    def interrupted_event(self, interrupt_time: dt.datetime, status: str) -> None:
-        self.run_entry.update(stop_time=isoformat(interrupt_time), status=status)
-        self._finish()
-
-    def failed_event(self, fail_time: dt.datetime, fail_trace: list[str]) -> None:
-        self.run_entry.update(stop_time=isoformat(fail_time), status="FAILED", fail_trace=fail_trace)
-        self._finish()
 
     def resource_event(self, filename: str) -> None:
         key = self._store_content_addressed(filename, self.resource_dir)
