@@ -10,17 +10,22 @@ entries, like the flow's. Its hooks drive Sacred's events:
 | on_failure                          | failed_event(fail_time, fail_trace)     | FAILED    |
 | on_failure, state TimedOut          | interrupted_event(status="TIMEOUT")     | TIMEOUT   |
 | the parent flow cancelled/interrupted | interrupted_event                     | INTERRUPTED |
+| the parent deployment run cancelled (polled, :mod:`.cancel_watch`) | interrupted_event | INTERRUPTED |
 | the parent flow failed/crashed, or the trial's process died | failed_event    | FAILED    |
 
 Tasks have no crash or cancellation hooks: the parent flow's hooks (attached when the task is
 called, submitted or mapped inside it, see :mod:`prefect_sacred.flows.sweep`) end the trials it
-leaves behind and write the sweep's summary artifact.
+leaves behind and write the sweep's summary artifact. A deployment run's cancellation is run by
+its runner in another process, without those hooks: the trials' own process ends them as soon
+as Prefect says the parent is cancelling (see :mod:`prefect_sacred.flows.cancel_watch`).
 
 Captured output: trials in one process run on threads, so the default capture mode of a trial
 is ``sys`` (writes to ``sys.stdout``/``sys.stderr`` routed by context: each trial gets only its
 own). ``fd`` captures file descriptors 1 and 2, which every thread of the process shares: use it
 only where one trial runs per process (a Dask worker with one thread) to catch C and subprocess
-output too; a second concurrent ``fd`` trial falls back to ``sys``.
+output too. A second concurrent ``fd`` trial falls back to ``sys`` (with a warning): it records its
+own Python-level output, and its C-level and subprocess output goes to the trial holding the fds,
+which records everything written to them while it runs.
 """
 
 from __future__ import annotations
@@ -28,12 +33,14 @@ from __future__ import annotations
 import copy
 import inspect
 import threading
+import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from prefect import Task
 from prefect.exceptions import MissingContextError
 
+from prefect_sacred.flows.cancel_watch import CancelWatch
 from prefect_sacred.flows.commandline import RunOptions
 from prefect_sacred.flows.flow_runs import deployment_config, run_observers
 from prefect_sacred.flows.info import gather_host_info
@@ -53,6 +60,12 @@ __all__ = ["ExperimentTask", "TrialRun", "experiment_task"]
 
 #: A trial's default capture mode: trials share the process with other trials (threads).
 DEFAULT_TRIAL_CAPTURE = "sys"
+#: Experiment records gathered in this process, by the ``ex.task()`` they serve (its token).
+#: On Dask or Ray each trial unpickles its own lifecycle, and gathering takes 0.1-0.2 s: a memo
+#: of static facts shared by a sweep's trials in a worker (not run state). The newest few stay.
+_GATHERED: dict[str, dict[str, Any]] = {}
+_GATHERED_LOCK = threading.Lock()
+_GATHERED_KEEP = 16
 
 
 class TrialRun(Run):
@@ -77,6 +90,8 @@ class _Trial:
     run: TrialRun
     prepared: Prepared
     parent: UUID | None
+    #: The parent is a deployment run: its runner may cancel it (see :mod:`.cancel_watch`).
+    cancellable: bool = False
 
 
 @dataclass
@@ -97,12 +112,15 @@ class TrialLifecycle:
     lock: threading.Lock = field(default_factory=threading.Lock)
     #: Held while the experiment's record is gathered, so the other hooks never wait for it.
     info_lock: threading.Lock = field(default_factory=threading.Lock)
+    cancel_watch: CancelWatch | None = None
+    #: Names this ``ex.task()`` in every process its pickled copies reach (see ``_GATHERED``).
+    token: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"experiment": self.experiment, "capture": self.capture}
+        return {"experiment": self.experiment, "capture": self.capture, "token": self.token}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["experiment"], state["capture"])  # type: ignore[misc]
+        self.__init__(state["experiment"], state["capture"], token=state["token"])  # type: ignore[misc]
 
     # Prefect calls task hooks as hook(task, task_run, state).
 
@@ -116,9 +134,14 @@ class TrialLifecycle:
             self.live[task_run.id] = trial
         run = trial.run
         run.logger = _task_logger(task, task_run)
+        _end_dead_attempt(self.experiment, task_run, run.logger)
         run.start()
         if run.start_error is None:
             run.logger.info('Started trial run with ID "%s"', run._id)
+        if trial.cancellable:
+            with self.lock:
+                watch = self.cancel_watch = self.cancel_watch or CancelWatch(self)
+            watch.ensure_running()
 
     def on_completion(self, task: Task[Any, Any], task_run: TaskRun, state: State[Any]) -> None:
         trial = self._pop(task_run.id)
@@ -146,9 +169,7 @@ class TrialLifecycle:
         """
         with self.info_lock:
             if self.shared_info is None:
-                info = self.experiment.experiment_info()
-                info["name"] = self.experiment.name or "experiment"
-                self.shared_info = info
+                self.shared_info = _gathered_info(self.token, self.experiment)
             return copy.deepcopy(self.shared_info)
 
     def _pop(self, task_run_id: UUID) -> _Trial | None:
@@ -241,7 +262,9 @@ class TrialLifecycle:
         run.trial = (str(parent_run.id) if parent_run else None, str(task_run.id), task_run.name)
         run.on_finish = release
         ex.last_run = run
-        return _Trial(run, prepared, parent_run.id if parent_run is not None else None)
+        parent_id = parent_run.id if parent_run is not None else None
+        cancellable = parent_run is not None and parent_run.deployment_id is not None
+        return _Trial(run, prepared, parent_id, cancellable)
 
 
 def _trial_meta(
@@ -295,6 +318,49 @@ def _resolved(parameters: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _gathered_info(token: str, experiment: Experiment) -> dict[str, Any]:
+    """The experiment's record for the ``ex.task()`` named ``token``, gathered once per process."""
+    with _GATHERED_LOCK:
+        info = _GATHERED.get(token)
+        if info is None:
+            info = experiment.experiment_info()
+            info["name"] = experiment.name or "experiment"
+            _GATHERED[token] = info
+            while len(_GATHERED) > _GATHERED_KEEP:
+                _GATHERED.pop(next(iter(_GATHERED)))
+        return info
+
+
+def _end_dead_attempt(experiment: Experiment, task_run: TaskRun, log: Any) -> None:
+    """End the record of an earlier attempt of this task run whose process died on this machine.
+
+    Ray reruns a task whose worker died (``max_retries``, 3 by default), as Dask does
+    (``distributed.scheduler.allowed-failures``): the same task run starts again in another
+    process, and the dead attempt's record would stay RUNNING. Its journal ends it ``FAILED``.
+    """
+    from prefect_sacred.journal.journal import RunJournal
+    from prefect_sacred.journal.sync import sync_journal
+
+    path = RunJournal.find(str(task_run.id))
+    if path is None:  # the usual case: a first attempt
+        return
+    trace = [
+        f"the trial's process died before it ended; the task runner ran task run {task_run.name} again\n"
+    ]
+    try:
+        observers = experiment._observers_for_deployment()
+    except Exception:
+        observers = []
+    try:
+        report = sync_journal(path, status="FAILED", fail_trace=trace, rebuilt=observers)
+    except Exception as exc:
+        log.warning("cannot end the dead attempt's journal %s: %s: %s", path, type(exc).__name__, exc)
+        return
+    if report.skipped is None:  # else its process is alive: it ends its record itself
+        for line in report.lines():
+            log.info("%s", line)
+
+
 def _note_state(run: Run, state: State[Any]) -> None:
     prefect_meta = run.meta_info.get("prefect")
     if isinstance(prefect_meta, dict):
@@ -323,9 +389,11 @@ class ExperimentTask(Task):  # type: ignore[type-arg]
     def sweep_hook(self) -> Any:
         """The parent flow's hook for these trials, to name in a flow's hooks explicitly.
 
-        Needed where the flow's end runs in another process than its body (a served run
-        cancelled: its hooks run in the serve process), e.g.
-        ``@flow(on_cancellation=[train.sweep_hook], on_crashed=[train.sweep_hook])``.
+        For ends run in another process than the flow's body: a served run whose process was
+        SIGKILLed (``@flow(on_crashed=[train.sweep_hook])``: the serve process ends its trials
+        FAILED from their journals). A cancelled deployment run needs no hook named (its trials
+        end themselves, see :mod:`prefect_sacred.flows.cancel_watch`); naming it in
+        ``on_cancellation`` as well ends no trial twice.
         """
         from prefect_sacred.flows.sweep import SweepHook
 
