@@ -9,7 +9,10 @@ Prefect's thread pool, ``--repeats`` times each way:
 * ours, FileStorage: ``ex.task()`` with a ``FileStorageObserver`` (and the journal);
 * ours, SQLite: ``ex.task()`` with a ``SqlObserver`` on SQLite.
 
-    .venv/bin/python benchmarks/bench_tasks.py [--trials 16] [--repeats 3]
+``--runner ray`` runs the trials on prefect-ray's ``RayTaskRunner`` instead (a local Ray with
+2 CPUs, started once; the ways then pay Ray's pickling and one worker process per CPU).
+
+    .venv/bin/python benchmarks/bench_tasks.py [--trials 16] [--repeats 3] [--runner ray]
 """
 
 from __future__ import annotations
@@ -53,10 +56,18 @@ def bare(lr: float) -> float:
     return body(lr)
 
 
-def sweep_seconds(trial_task: Any, trials: int) -> float:
+def task_runner(kind: str) -> Any:
+    if kind == "ray":
+        from prefect_ray import RayTaskRunner
+
+        return RayTaskRunner()
+    return ThreadPoolTaskRunner(max_workers=4)
+
+
+def sweep_seconds(trial_task: Any, trials: int, runner: str = "threads") -> float:
     lrs = [0.001 * (i + 1) for i in range(trials)]
 
-    @flow(task_runner=ThreadPoolTaskRunner(max_workers=4))
+    @flow(task_runner=task_runner(runner))
     def sweep() -> list[float]:
         return [future.result() for future in trial_task.map(lr=lrs)]
 
@@ -69,6 +80,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--runner", choices=["threads", "ray"], default="threads")
     args = parser.parse_args()
     if not os.environ.get("PREFECT_API_URL"):
         sys.exit("set PREFECT_API_URL to a running Prefect server (prefect server start)")
@@ -81,16 +93,22 @@ def main() -> None:
         "ex.task(), FileStorageObserver": (None, [FileStorageObserver(os.path.join(workdir, "runs"))]),
         "ex.task(), SqlObserver (SQLite)": (None, [SqlObserver(f"sqlite:///{workdir}/runs.db")]),
     }
-    sweep_seconds(bare, 2)  # warm up Prefect's client and the flow machinery
+    if args.runner == "ray":
+        import ray
+
+        # Started here, once: RayTaskRunner uses it and leaves it running between sweeps.
+        ray.init(num_cpus=2, include_dashboard=False, object_store_memory=80 * 1024**2, log_to_driver=False)
+    sweep_seconds(bare, 2, args.runner)  # warm up Prefect's client and the flow machinery (Ray's workers)
     times: dict[str, list[float]] = {name: [] for name in ways}
     tasks = {name: given if given is not None else ex.task() for name, (given, _) in ways.items()}
     for _ in range(args.repeats):  # round robin: a shared machine's drift hits every way alike
         for name, (_, observers) in ways.items():
             ex.observers[:] = observers
-            times[name].append(sweep_seconds(tasks[name], args.trials))
+            times[name].append(sweep_seconds(tasks[name], args.trials, args.runner))
     results = {name: statistics.median(each) / args.trials for name, each in times.items()}
     base = results["bare Prefect task"]
-    print(f"## {args.trials} trials on a 4-thread pool, median of {args.repeats} sweeps\n")
+    where = "a local Ray (2 CPUs)" if args.runner == "ray" else "a 4-thread pool"
+    print(f"## {args.trials} trials on {where}, median of {args.repeats} sweeps\n")
     print("| way | per trial (ms) | over bare (ms) | ratio |")
     print("|---|---|---|---|")
     for name, seconds in results.items():

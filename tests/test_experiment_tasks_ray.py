@@ -1,0 +1,211 @@
+"""Trials of a sweep on Ray's worker processes (prefect-ray's RayTaskRunner, a local Ray).
+
+One local Ray for the module (10-15 s to start, ~0.8-1 GB of RAM: its own GCS, raylet, agents
+and two workers). The observers travel to the workers by pickling and record the trials there.
+A worker killed mid-trial leaves its trial to the parent flow's hook, which finishes it from the
+trial's journal; one Ray reruns (its default) ends the dead attempt's record itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from prefect_sacred import Experiment, FileStorageObserver, SqlObserver
+from tests.support import service_missing
+
+pytestmark = pytest.mark.slow
+
+try:
+    import ray
+    from prefect_ray import RayTaskRunner
+    from prefect_ray.context import remote_options
+except ImportError:  # pragma: no cover - the dev lock installs it
+    ray = None
+
+ex = Experiment("ray_trial")
+ex.beat_interval = 0.5
+
+
+@ex.config
+def cfg() -> None:
+    lr = 0.01  # noqa: F841
+    fail = False  # raise once the points are logged  # noqa: F841
+    die_after = 0.0  # seconds; > 0: the trial's worker process kills itself then  # noqa: F841
+    die_once = ""  # a marker file: die only if it is missing (the first attempt)  # noqa: F841
+
+
+@ex.main
+def train(lr: float, fail: bool, die_after: float, die_once: str, _run: Any) -> float:
+    _run.info["pid"] = os.getpid()
+    for step in range(3):
+        _run.log_scalar("loss", lr * (step + 1), step)
+        print(f"ray trial lr={lr} step={step}")
+    if fail:
+        raise ValueError(f"diverged at lr={lr}")
+    if die_after > 0 and not (die_once and os.path.exists(die_once)):
+        if die_once:
+            Path(die_once).touch()
+        time.sleep(die_after)  # the journal takes the output and points every second
+        os.kill(os.getpid(), signal.SIGKILL)
+    return lr * 2
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[None]:
+    if ray is None:
+        service_missing("prefect-ray is not installed (pip install prefect-sacred[ray])")
+    # A short temp dir: Ray's unix sockets live under it (108-byte path limit).
+    temp_dir = tempfile.mkdtemp(prefix="ray-")
+    usage_stats = os.environ.get("RAY_USAGE_STATS_ENABLED")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # as DO_NOT_TRACK for Prefect
+    try:
+        # The workers inherit this process's environment: the session's Prefect server and
+        # journal directory. RayTaskRunner uses an initialised Ray and leaves it running.
+        ray.init(
+            num_cpus=2,
+            include_dashboard=False,
+            object_store_memory=80 * 1024 * 1024,
+            log_to_driver=False,
+            _temp_dir=temp_dir,
+            _node_ip_address="127.0.0.1",
+        )
+        yield
+    finally:
+        ray.shutdown()
+        if usage_stats is None:
+            os.environ.pop("RAY_USAGE_STATS_ENABLED", None)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _file_runs(basedir: Path) -> dict[str, dict[str, Any]]:
+    runs = {}
+    for run_dir in sorted(basedir.iterdir()):
+        if run_dir.name.isdigit():
+            runs[run_dir.name] = {
+                "run": json.loads((run_dir / "run.json").read_text()),
+                "config": json.loads((run_dir / "config.json").read_text()),
+                "cout": (run_dir / "cout.txt").read_text(),
+                "metrics": json.loads((run_dir / "metrics.json").read_text()),
+                "info": json.loads((run_dir / "info.json").read_text()),
+            }
+    return runs
+
+
+def _sql_runs(url: str) -> list[Any]:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("select run_id, status, config from run")).all()
+    engine.dispose()
+    return list(rows)
+
+
+def _summary(flow_run_id: Any) -> str:
+    """The sweep's summary artifact on the parent flow run."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
+    [summary] = [a for a in artifacts if (a.key or "").startswith("sweep-")]
+    return str(summary.data)
+
+
+def test_eight_trials_in_ray_workers(local_ray: None, tmp_path: Path) -> None:
+    from prefect import flow
+
+    sql_url = f"sqlite:///{tmp_path / 'runs.db'}"
+    ex.observers[:] = [FileStorageObserver(tmp_path / "files"), SqlObserver(sql_url)]
+    task = ex.task()
+    lrs = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]
+
+    @flow(task_runner=RayTaskRunner())
+    def sweep() -> list[float]:
+        return [future.result() for future in task.map(lr=lrs)]
+
+    try:
+        state = sweep(return_state=True)
+    finally:
+        ex.observers.clear()
+    assert sorted(state.result()) == pytest.approx([lr * 2 for lr in lrs])
+    summary = _summary(state.state_details.flow_run_id)
+    assert "8 trials (8 COMPLETED)" in summary
+    assert "lr=0.7" in summary and "loss=2.1" in summary  # published by the workers' trials
+    runs = _file_runs(tmp_path / "files")
+    assert len(runs) == 8  # ids claimed across processes, none twice
+    pids = set()
+    for run in runs.values():
+        lr = run["config"]["lr"]
+        assert run["run"]["status"] == "COMPLETED"
+        assert run["run"]["meta"]["sweep"]["task_name"] == "ray_trial"
+        assert run["run"]["meta"]["config_updates"] == {"lr": lr}
+        assert run["cout"].splitlines() == [f"ray trial lr={lr} step={step}" for step in range(3)]
+        assert run["metrics"]["loss"]["values"] == pytest.approx([lr, 2 * lr, 3 * lr])
+        pids.add(run["info"]["pid"])
+    assert os.getpid() not in pids  # recorded by the observers in the workers
+    sql = _sql_runs(sql_url)
+    assert len({row.run_id for row in sql}) == 8
+    assert {row.status for row in sql} == {"COMPLETED"}
+    assert sorted(json.loads(row.config)["lr"] for row in sql) == lrs
+
+
+def test_failing_killed_and_rerun_trials(local_ray: None, tmp_path: Path) -> None:
+    """A trial raising; a worker killed mid-trial (not rerun: the parent's hook ends it); one
+    killed and rerun by Ray (the default): the rerun ends the dead attempt's record."""
+    from prefect import flow
+    from prefect.futures import wait
+
+    ex.observers[:] = [FileStorageObserver(tmp_path)]
+    task = ex.task()
+
+    @flow(task_runner=RayTaskRunner())
+    def sweep() -> list[float]:
+        with remote_options(max_retries=0):  # Ray reruns a task whose worker died, 3 times by default
+            killed = task.submit(lr=0.3, die_after=1.5)
+        rerun = task.submit(lr=0.4, die_after=1.5, die_once=str(tmp_path / "died"))
+        futures = [killed, rerun, *task.map(lr=[0.1, 0.2], fail=[False, True])]
+        wait(futures)
+        return [future.result() for future in futures]  # the killed trial's error fails the flow
+
+    try:
+        state = sweep(return_state=True)
+    finally:
+        ex.observers.clear()
+    assert state.is_failed()
+    assert "4 trials (2 COMPLETED, 2 FAILED)" in _summary(state.state_details.flow_run_id)
+    runs: dict[float, list[dict[str, Any]]] = {}
+    for run in _file_runs(tmp_path).values():
+        runs.setdefault(run["config"]["lr"], []).append(run)
+    assert [run["run"]["status"] for run in runs[0.1]] == ["COMPLETED"]
+    [failed] = runs[0.2]
+    assert failed["run"]["status"] == "FAILED"
+    assert "ValueError: diverged at lr=0.2" in "".join(failed["run"]["fail_trace"])
+    [killed] = runs[0.3]
+    assert killed["run"]["status"] == "FAILED", killed["run"]
+    trace = "".join(killed["run"]["fail_trace"])
+    assert "process died" in trace and "WorkerCrashedError" in trace, trace
+    # What the journal held when the worker died reached the record.
+    assert "ray trial lr=0.3 step=2" in killed["cout"]
+    assert killed["metrics"]["loss"]["values"] == pytest.approx([0.3, 0.6, 0.9])
+    # The same task run twice: two records, the dead attempt's ended by the rerun.
+    dead, again = sorted(runs[0.4], key=lambda run: run["run"]["start_time"])
+    task_run_id = dead["run"]["meta"]["prefect"]["task_run_id"]
+    assert again["run"]["meta"]["prefect"]["task_run_id"] == task_run_id
+    assert (dead["run"]["status"], again["run"]["status"]) == ("FAILED", "COMPLETED")
+    dead_trace = "".join(dead["run"]["fail_trace"])
+    assert "process died" in dead_trace and "ran task run" in dead_trace, dead_trace
+    assert dead["info"]["pid"] != again["info"]["pid"]
+    assert dead["metrics"]["loss"]["values"] == pytest.approx([0.4, 0.8, 1.2])
