@@ -37,6 +37,8 @@ __all__ = [
     "CommandLine",
     "RunOptions",
     "UsageError",
+    "apply_loglevel",
+    "check_clean",
     "parse_command_line",
     "resolve_options",
     "run_commandline",
@@ -135,6 +137,8 @@ class RunOptions:
     enforce_clean: bool = False
     force: bool = False
     observers: list[ObserverLike] = field(default_factory=list)
+    #: ``(long flag, value)`` of each observer in ``observers`` (a queued run's travel with it).
+    observer_flags: list[tuple[str, str]] = field(default_factory=list)
     #: The flags given, by long name, as given (strings from a command line), credentials removed.
     recorded: dict[str, Any] = field(default_factory=dict)
 
@@ -160,6 +164,7 @@ def resolve_options(options: dict[str, Any] | None) -> RunOptions:
             for item in values:
                 try:
                     resolved.observers.append(spec.factory(str(item)))
+                    resolved.observer_flags.append((spec.long, str(item)))
                 except ObserverConfigError as exc:
                     raise UsageError(f"argument {spec.short}/{spec.long}: {exc}") from None
             shown = [redact(str(item)) for item in values]
@@ -316,16 +321,12 @@ def run_commandline(ex: Experiment, argv: list[str] | None = None) -> Run | Comm
         ex._check_values(assembled, command)
         observers_from_env()  # a malformed deployment setting fails here, before anything runs
         if options.enforce_clean:
-            _check_clean(ex)
+            check_clean(ex)
     except (UsageError, ObserverConfigError) as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     if options.loglevel is not None:
-        level = int(options.loglevel) if options.loglevel.isdigit() else options.loglevel
-        for name in ("prefect.flow_runs", "prefect_sacred", ex.name):
-            logging.getLogger(name).setLevel(level)
-        if ex.logger is not None:
-            ex.logger.setLevel(level)
+        apply_loglevel(ex, options.loglevel)
     if options.print_config:
         print(format_config(assembled.config, assembled.mods))
     request = RunRequest(options, nest(parsed.updates), assembled, command, option_words=parsed.words)
@@ -347,6 +348,15 @@ def run_commandline(ex: Experiment, argv: list[str] | None = None) -> Run | Comm
     for name, where in run.locations():
         print(f"Run {run._id} ({run.status}) stored by {name}: {where}")
     return run
+
+
+def apply_loglevel(ex: Experiment, loglevel: str) -> None:
+    """Set ``-l/--loglevel`` on the loggers of the run's log (process-wide: one run per process)."""
+    level: int | str = int(loglevel) if loglevel.isdigit() else loglevel
+    for name in ("prefect.flow_runs", "prefect_sacred", ex.name):
+        logging.getLogger(name).setLevel(level)
+    if ex.logger is not None:
+        ex.logger.setLevel(level)
 
 
 def _queue(ex: Experiment, request: Any, prog: str) -> Any:
@@ -398,7 +408,12 @@ def _print_help(ex: Experiment, target: str | None) -> None:
     print(re.sub(".\x08", "", text))
 
 
-def _check_clean(ex: Experiment) -> None:
+def check_clean(ex: Experiment) -> None:
+    """``-e/--enforce_clean``: refuse to run from sources a git repository holds uncommitted.
+
+    Raises:
+        UsageError: the sources are in no repository, or one has uncommitted changes.
+    """
     repositories = ex.experiment_info()["repositories"]
     if not repositories:
         raise UsageError("-e/--enforce_clean: the sources are in no git repository")

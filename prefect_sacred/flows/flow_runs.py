@@ -8,12 +8,19 @@ has only the flow run's parameters, from which the config is assembled here.
 from __future__ import annotations
 
 import inspect
+import logging
 import typing
 from collections.abc import Mapping
 from typing import Any
 
 from prefect_sacred.config.captured import new_seed
-from prefect_sacred.flows.commandline import RunOptions, UsageError
+from prefect_sacred.flows.commandline import (
+    RunOptions,
+    UsageError,
+    apply_loglevel,
+    check_clean,
+    sacred_options,
+)
 from prefect_sacred.flows.fanout import ObserverError
 from prefect_sacred.flows.info import gather_host_info
 from prefect_sacred.flows.parameters import NAMED_CONFIGS_PARAMETER
@@ -35,8 +42,11 @@ if typing.TYPE_CHECKING:
     from prefect.client.schemas.objects import FlowRun
 
     from prefect_sacred.flows.experiment import Experiment
+    from prefect_sacred.watch.travel import Travelled
 
 __all__ = ["create_run", "deployment_config", "deployment_observers", "run_observers"]
+
+logger = logging.getLogger("prefect_sacred")
 
 
 def deployment_observers(ex: Experiment) -> list[ObserverLike]:
@@ -59,11 +69,11 @@ def run_observers(ex: Experiment, options: RunOptions) -> tuple[list[ObserverLik
         return [*ex.observers, *options.observers, *context_observers.get()], error
 
 
-def deployment_config(ex: Experiment, parameters: Mapping[str, Any] | None) -> Prepared:
+def deployment_config(ex: Experiment, parameters: Mapping[str, Any] | None, force: bool = False) -> Prepared:
     """The config of a run started with the flow parameters ``parameters`` (not by ``ex.run``).
 
     Parameters equal to their default are not updates, so entries derived from updated ones
-    follow them (the UI submits every field of its form).
+    follow them (the UI submits every field of its form). ``force``: ``-f/--force`` (a queued run's).
     """
     given = dict(parameters or {})
     named = given.pop(NAMED_CONFIGS_PARAMETER, None) or []
@@ -78,7 +88,7 @@ def deployment_config(ex: Experiment, parameters: Mapping[str, Any] | None) -> P
     }
     command = ex.default_command or "main"
     try:
-        assembled = ex.assemble(updates, list(named), command)
+        assembled = ex.assemble(updates, list(named), command, force=force)
         ex._check_values(assembled)
     except UsageError as exc:
         return Prepared(None, command, exc)
@@ -88,14 +98,22 @@ def deployment_config(ex: Experiment, parameters: Mapping[str, Any] | None) -> P
 def create_run(ex: Experiment, flow_run: FlowRun) -> Run:
     """The (not yet started) run of ``flow_run``, which just entered Running."""
     request = current_request.get()
+    travelled = None
     if request is not None and request.run is None:
         options = request.options
         prepared = Prepared(request.assembled, request.command)
     else:  # a deployment, a schedule, the UI, or the flow called directly
         request, options = None, RunOptions()
-        prepared = deployment_config(ex, flow_run.parameters)
+        travelled = _travelled_options(flow_run)
+        if travelled is not None:  # queued with -q or ex.queue: as asked then
+            options = travelled.options
+        prepared = deployment_config(ex, flow_run.parameters, force=options.force)
+        if travelled is not None:
+            prepared = _as_queued(ex, options, prepared)
     ex._prepared[flow_run.id] = prepared
     observers, setup_error = run_observers(ex, options)
+    if request is None and not options.unobserved:  # a queued run's flags came with it
+        observers, setup_error = _with_flag_observers(flow_run, observers, setup_error)
     if prepared.assembled is not None:
         config = prepared.assembled.config
     else:
@@ -104,10 +122,14 @@ def create_run(ex: Experiment, flow_run: FlowRun) -> Run:
         config["seed"] = new_seed()
     experiment_info = ex.experiment_info()
     experiment_info["name"] = options.name or ex.name or "experiment"
+    meta = build_meta(flow_run, options, request, prepared)
+    if request is None and travelled is not None:  # the meta of its QUEUED record
+        meta["options"] = sacred_options(options.recorded, travelled.words)
+        meta["config_updates"] = travelled.config_updates(config)
     run = Run(
         experiment_info=experiment_info,
         host_info=gather_host_info(ex.captured_env),
-        meta_info=build_meta(flow_run, options, request, prepared),
+        meta_info=meta,
         config=config,
         command=prepared.command,
         observers=with_prefect_ui(claim(observers), enabled=not options.unobserved),
@@ -132,6 +154,41 @@ def create_run(ex: Experiment, flow_run: FlowRun) -> Run:
     if request is not None:
         request.run = run
     return run
+
+
+def _with_flag_observers(
+    flow_run: FlowRun, observers: list[ObserverLike], error: ObserverError | None
+) -> tuple[list[ObserverLike], ObserverError | None]:
+    """``observers`` plus those of the observer flags ``-q`` sent with the flow run."""
+    from prefect_sacred.watch.travel import FLAGS_LABEL, flag_observers
+
+    try:
+        return [*observers, *flag_observers(flow_run.labels, observers)], error
+    except ObserverConfigError as exc:
+        return observers, error or ObserverError(f"{FLAGS_LABEL}: {exc}")
+
+
+def _travelled_options(flow_run: FlowRun) -> Travelled | None:
+    """The options ``-q``/``ex.queue`` sent with the flow run, if any (a bad label: none, logged)."""
+    from prefect_sacred.watch.travel import travelled_options
+
+    try:
+        return travelled_options(flow_run.labels)
+    except UsageError as exc:
+        logger.warning("flow run %s: its queued options are ignored: %s", flow_run.id, exc)
+        return None
+
+
+def _as_queued(ex: Experiment, options: RunOptions, prepared: Prepared) -> Prepared:
+    """Apply a queued run's ``-l`` and ``-e`` where it starts (they were checked where it was queued)."""
+    if options.loglevel is not None:  # a deployment run has its process to itself
+        apply_loglevel(ex, options.loglevel)
+    if options.enforce_clean and prepared.error is None:
+        try:  # the sources here may not be the queuer's
+            check_clean(ex)
+        except UsageError as exc:
+            return Prepared(prepared.assembled, prepared.command, exc)
+    return prepared
 
 
 def _queued_id(flow_run: FlowRun) -> Any:

@@ -127,15 +127,31 @@ def queue_run(ex: Experiment, request: RunRequest) -> QueuedRun:
     """Create a flow run of ``ex``'s deployment for ``request`` and record it QUEUED.
 
     The flow run's parameters are the assembled config's top-level entries, its named configs
-    and its seed, so the run that starts later has the config recorded now.
+    and its seed, so the run that starts later has the config recorded now; its observer flags
+    and other options travel as labels (see :mod:`prefect_sacred.watch.travel`), so it records
+    into them too, with the same ``meta``, and behaves as asked.
 
     Raises:
-        UsageError: no deployment, or a command other than the main function.
+        UsageError: no deployment, a command other than the main function, or an option with a
+            credential in it.
     """
     from prefect.states import Scheduled
 
+    from prefect_sacred.watch.travel import (
+        FLAGS_LABEL,
+        OPTIONS_LABEL,
+        queue_notes,
+        travelling_flags,
+        travelling_options,
+    )
+
     if request.command != ex.default_command:
         raise UsageError(f"only the main function can be queued, not {request.command!r}")
+    # Both refused before anything exists when they hold a credential.
+    flags = travelling_flags(request.options.observer_flags)
+    travelling = travelling_options(request.options, request.option_words, request.config_updates)
+    for note in queue_notes(request.options):
+        logger.warning(note)
     deployment = find_deployment(ex.name)
     names = set(ex.flow.parameters.properties)
     config = request.assembled.config
@@ -143,10 +159,12 @@ def queue_run(ex: Experiment, request: RunRequest) -> QueuedRun:
     parameters["seed"] = request.assembled.seed
     if request.assembled.named_configs and NAMED_CONFIGS_PARAMETER in names:
         parameters[NAMED_CONFIGS_PARAMETER] = list(request.assembled.named_configs)
-    token = _claim_token()
+    labels: dict[str, bool | int | float | str] = {CLAIM_LABEL: _claim_token(), OPTIONS_LABEL: travelling}
+    if flags:
+        labels[FLAGS_LABEL] = flags
     with _client() as client:
         flow_run = client.create_flow_run_from_deployment(
-            deployment.id, parameters=_jsonable(parameters), state=Scheduled(), labels={CLAIM_LABEL: token}
+            deployment.id, parameters=_jsonable(parameters), state=Scheduled(), labels=labels
         )
     prepared = Prepared(request.assembled, request.command)
     return record_queued(ex, flow_run, request.options, request, prepared, f"{ex.name}/{deployment.name}")

@@ -46,7 +46,7 @@ class FileStorageBackend(Backend):
             config=json.loads((run_dir / "config.json").read_text()),
             info=json.loads(info_path.read_text()) if info_path.exists() else {},
             result=run.get("result"),
-            captured_out=(run_dir / "cout.txt").read_text(),
+            captured_out=(run_dir / "cout.txt").read_text() if run["status"] != "QUEUED" else "",
             heartbeat=_date(run.get("heartbeat")),
             start_time=_date(run.get("start_time")),
             stop_time=_date(run.get("stop_time")),
