@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.servers.fake_slack import FakeSlack
 from tests.support import PYTHON, wait_for
 from tests.test_queue_runs import Setup, deployment_id
 
@@ -80,13 +81,18 @@ def test_two_watchers_give_one_queued_record_and_end_cancelled_and_deleted_ones(
 
 
 @pytest.mark.slow
-def test_a_killed_plain_run_is_ended_within_three_beats_and_a_paused_one_is_not(tmp_path: Path) -> None:
+def test_a_killed_plain_run_is_ended_within_three_beats_and_notified_once_and_a_paused_one_is_not(
+    tmp_path: Path,
+) -> None:
     from prefect.client.orchestration import get_client
 
     beat = 2.0
-    setup = Setup(tmp_path)
+    slack = FakeSlack()
+    slack.start()
+    setup = Setup(tmp_path, TEST_SLACK_URL=slack.url)  # the watcher's experiment has it too
     log = tmp_path / "watcher.log"
-    with watcher(setup, log):
+    with watcher(setup, log), ExitStack() as cleanup:
+        cleanup.callback(slack.stop)
         wait_for(lambda: "watching runs of flow" in log.read_text(), timeout=60, what="the watcher")
         run = subprocess.Popen(
             [PYTHON, str(setup.script), "-b", str(beat), "with", "epochs=2000", "pause=0.02"],
@@ -112,6 +118,8 @@ def test_a_killed_plain_run_is_ended_within_three_beats_and_a_paused_one_is_not(
                     timeout=10,
                     what="the flow run to be marked Crashed",
                 )
+            wait_for(slack.texts, timeout=20, what="the Slack message")
+            time.sleep(beat)  # a second message would come meanwhile
         finally:
             run.kill()
             run.wait(10)
@@ -122,6 +130,8 @@ def test_a_killed_plain_run_is_ended_within_three_beats_and_a_paused_one_is_not(
     assert len(steps) > 50  # the journal's last points, delivered before the end
     assert [status for _, status, _ in setup.sql_rows()] == ["FAILED"]
     assert "found by prefect-sacred's watcher" in (state.message or "")
+    [text] = slack.texts()  # once: not from both the journal's observer and the experiment's
+    assert "failed" in text.lower() and setup.name in text, text
 
 
 @pytest.mark.slow

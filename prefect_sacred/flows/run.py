@@ -11,7 +11,7 @@ import os
 import threading
 import traceback
 from collections.abc import Callable
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from prefect_sacred.flows.capture import Capture, start_capture
 from prefect_sacred.flows.fanout import ObserverError, ObserverFanout
@@ -21,6 +21,9 @@ from prefect_sacred.journal.records import encode_value
 from prefect_sacred.observers.base import ObserverLike, OutputDelta, check_artifact_name
 from prefect_sacred.serialization import utcnow
 from prefect_sacred.tasks.heartbeat import Heartbeat
+
+if TYPE_CHECKING:
+    from prefect_sacred.watch.remote import BeatSender
 
 __all__ = ["ObserverError", "Run", "current_run"]
 
@@ -106,6 +109,7 @@ class Run:
         self._finished = False
         self._capture: Capture | None = None
         self._heartbeat: Heartbeat | None = None
+        self._beat_events: BeatSender | None = None  # Prefect events saying the run lives
         #: Called once the final event was sent (the experiment releases the observers).
         self.on_finish: Callable[[Run], None] | None = None
 
@@ -209,6 +213,45 @@ class Run:
                 self.beat_interval, self.beat, tick=tick, tick_interval=self.tick_interval
             )
             self._heartbeat.start()
+        if self.beat_interval > 0:
+            self._beat_events = self._send_beat_events()
+
+    def _send_beat_events(self) -> BeatSender | None:
+        """A sender of the run's beats as Prefect events, for a watcher on another machine."""
+        from prefect.settings import PREFECT_API_URL
+
+        from prefect_sacred.watch.remote import BeatSender, beat_events_enabled
+
+        prefect_meta = self.meta_info.get("prefect") or {}
+        if not isinstance(prefect_meta, dict) or not prefect_meta.get("flow_run_id"):
+            return None
+        if not beat_events_enabled() or not PREFECT_API_URL.value():  # no server to hear them
+            return None
+        flow_name = self.experiment_info.get("name")
+        try:
+            from prefect.context import FlowRunContext
+
+            context = FlowRunContext.get()
+            if context is not None and context.flow is not None:
+                flow_name = context.flow.name  # what the watcher of the flow knows it by
+        except Exception:  # outside Prefect's context: the experiment's name is the flow's
+            pass
+        try:
+            return BeatSender(
+                {
+                    "flow": flow_name,
+                    "key": prefect_meta.get("task_run_id") or prefect_meta["flow_run_id"],
+                    "run_id": encode_value(self._id),
+                    "experiment": self.experiment_info.get("name"),
+                    "flow_run_id": prefect_meta["flow_run_id"],
+                    "flow_run_name": prefect_meta.get("flow_run_name"),
+                    "interval": self.beat_interval,
+                    "journal": self.fanout.journal is not None,
+                }
+            )
+        except Exception as exc:  # liveness events are a nicety: never a reason to fail the run
+            self.logger.warning("run %s sends no beat events: %s: %s", self._id, type(exc).__name__, exc)
+            return None
 
     def _open_journal(self) -> None:
         """Start the run's journal; without one (disk full...) the run goes on, and says so."""
@@ -256,6 +299,8 @@ class Run:
 
     def beat(self) -> None:
         """Send new metrics and a heartbeat to every started observer."""
+        if self._beat_events is not None:
+            self._beat_events.beat()  # first: a slow backend must not make the run look dead
         with self._beat_lock:  # a late heartbeat and the final beat must not interleave
             beat_time = utcnow()
             self._take_points()
@@ -323,6 +368,8 @@ class Run:
             self._finished = True
         if self._heartbeat is not None:
             self._heartbeat.stop()
+        if self._beat_events is not None:
+            self._beat_events.close()
         if self._capture is not None:
             self._capture.stop()
         if self.fanout.started:

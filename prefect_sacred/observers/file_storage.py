@@ -332,13 +332,20 @@ class FileStorageObserver(RunEntryObserver):
             try:
                 self._metrics.write()
             except StaleMetricsFile:  # changed behind our back: rebuilt from the journal
-                self._reload_metrics()
+                self._reload_metrics(joined=True)
                 self._metrics.write()
 
-    def _reload_metrics(self) -> None:
-        """Every point of the run, from the journal (or a complete metrics.json without one)."""
+    def _reload_metrics(self, joined: bool = False) -> None:
+        """Every point of the run, from the journal (or a complete metrics.json without one).
+
+        With ``joined``, the points of metrics.json the journal lacks come first: a watcher that
+        took this live run for dead ended it, writing metrics.json and removing the journal,
+        which this process then started anew.
+        """
         run_dir = self._dir
-        points = self._journal.replay() or _read_json(os.path.join(run_dir, "metrics.json"), {})
+        points = self._journal.replay()
+        if joined or not points:
+            points = _joined(_read_json(os.path.join(run_dir, "metrics.json"), {}), points)
         self._metrics.reset()
         self._metrics.add(points)
         self._points = sum(len(series.get("values", [])) for series in points.values())
@@ -401,6 +408,23 @@ def _single_component(_id: Any) -> str:
     if not text or text in {".", ".."} or "/" in text or "\\" in text or "\0" in text:
         raise ValueError(f"run id {_id!r} cannot be a directory name")
     return text
+
+
+def _joined(stored: dict[str, Any], journal: dict[str, Any]) -> dict[str, Any]:
+    """metrics.json's points of each metric up to where the journal's begin, then the journal's."""
+    joined = dict(stored)
+    for name, series in journal.items():
+        before = stored.get(name)
+        if not isinstance(before, dict) or not series["values"]:
+            joined[name] = series
+            continue
+        first = (series["steps"][0], series["timestamps"][0])
+        pairs = zip(before.get("steps", []), before.get("timestamps", []), strict=False)
+        cut = next(
+            (index for index, pair in enumerate(pairs) if pair == first), len(before.get("values", []))
+        )
+        joined[name] = {key: list(before.get(key, []))[:cut] + list(series[key]) for key in series}
+    return joined
 
 
 def _read_json(path: str, default: Any) -> Any:

@@ -12,8 +12,8 @@ observers did not receive everything is delivered again, at most every ``retry_e
 
 Cost, per check (every second by default): one directory listing of the journal root, and per
 journal of the experiment the first line of its log and one non-blocking ``flock`` attempt. No
-call to Prefect or to any backend unless a run died. Runs on other machines need a watcher
-there; Prefect's zombie detection (``prefect.flow-run.Crashed``) covers them otherwise.
+call to Prefect or to any backend unless a run died. Runs on other machines are followed by the
+beat events they send to Prefect (see :mod:`prefect_sacred.watch.remote`).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import os
 import socket
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from prefect_sacred.journal.journal import _LOG, JournalLocked, RunJournal, _lock
@@ -44,6 +45,8 @@ class DeadRunFinder:
         root: The journal directory (default: ``PREFECT_SACRED_JOURNAL_DIR`` or its default).
         defer: Called with a dead run's identity before anything is done; True leaves the run
             alone for now (its serve process or worker records its end, cancelled or crashed).
+        resume: Gives the context a dead run's journal is delivered in (given its identity),
+            such as :func:`~prefect_sacred.observers.base.resuming` for the Prefect UI's summary.
     """
 
     def __init__(
@@ -52,9 +55,11 @@ class DeadRunFinder:
         retry_every: float = 60.0,
         root: str | None = None,
         defer: Callable[[dict[str, Any]], bool] | None = None,
+        resume: Callable[[dict[str, Any]], AbstractContextManager[Any]] | None = None,
     ) -> None:
         self.experiment_name = experiment_name
         self.defer = defer
+        self.resume = resume
         self.retry_every = retry_every
         self.root = root
         self._host = socket.gethostname()
@@ -75,7 +80,8 @@ class DeadRunFinder:
             if self.defer is not None and self.defer(identity):
                 continue
             try:
-                report = sync_journal(path)
+                with self.resume(identity) if self.resume is not None else nullcontext():
+                    report = sync_journal(path)
             except (FileNotFoundError, JournalLocked):  # ended and deleted meanwhile, or just taken
                 continue
             if report.skipped is not None:  # taken again meanwhile (a hook delivering it)
