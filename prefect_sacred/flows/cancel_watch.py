@@ -6,7 +6,8 @@ with the flow as served. The sweep's hook is attached to the flow inside the flo
 when the flow maps the experiment task, so the serve process has it only if the user named it
 (``@flow(on_cancellation=[train.sweep_hook])``), and Prefect's own SIGTERM handler must stay in
 place for the runner's cancellation handshake. So while a process has live trials of deployment
-runs, one thread (per experiment task) reads those parents' states every
+runs, one thread per ``ex.task()`` (per lifecycle token: on Dask or Ray each trial unpickles a
+lifecycle of its own, and they all share it) reads those parents' states every
 :data:`POLL_SECONDS` and ends the trials of a parent gone ``CANCELLING`` or ``CANCELLED``:
 ``interrupted_event`` with their points and output up to then, from the process that has them.
 That is well within the time the runner leaves: on its SIGTERM Prefect's thread pool waits for
@@ -45,42 +46,81 @@ _TIMEOUT = 10.0
 _CANCELLED = ("CANCELLING", "CANCELLED")
 
 
+#: The one watch of each ``ex.task()`` in this process, by its lifecycle's token. On Dask or Ray
+#: every trial unpickles its own TrialLifecycle: a watch per lifecycle would be a thread polling
+#: Prefect per live trial. This registry holds watchers only (a thread and the lifecycles it reads),
+#: never run state, which stays in each lifecycle: a watch leaves it when its thread exits, so it
+#: holds no more entries than ``ex.task()``s with live trials of deployment runs.
+_WATCHES: dict[str, CancelWatch] = {}
+#: Guards ``_WATCHES`` and each watch's lifecycles and thread (taken before a lifecycle's lock).
+_WATCHES_LOCK = threading.Lock()
+
+
 class CancelWatch:
-    """Watches the deployment-run parents of one lifecycle's live trials for cancellation."""
+    """Watches the deployment-run parents of the live trials of one ``ex.task()`` for cancellation.
 
-    def __init__(self, lifecycle: TrialLifecycle, every: float = POLL_SECONDS) -> None:
-        self.lifecycle = lifecycle
+    Get it with :meth:`watch`: one per token and process, over every lifecycle of that token here.
+    """
+
+    def __init__(self, token: str, every: float = POLL_SECONDS) -> None:
+        self.token = token
         self.every = every
+        self._lifecycles: list[TrialLifecycle] = []
         self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
 
-    def ensure_running(self) -> None:
-        """Start the watching thread unless it runs (called when a watched trial starts)."""
-        with self._lock:
-            if self._thread is not None and self._thread.is_alive():
-                return
-            # Not a daemon: a process whose last trial just ended this way (the runner's SIGTERM
-            # arrived) must not exit while the thread still records the end; it exits itself
-            # one poll after the last watched trial ended.
-            thread = threading.Thread(target=self._loop, name="prefect-sacred-cancel-watch", daemon=False)
-            self._thread = thread
-            thread.start()
+    @classmethod
+    def watch(cls, lifecycle: TrialLifecycle, every: float = POLL_SECONDS) -> CancelWatch:
+        """Watch ``lifecycle``'s trials with its ``ex.task()``'s watch (called when one starts).
 
-    def _parents(self) -> set[UUID]:
-        with self.lifecycle.lock:
-            return {
-                trial.parent
-                for trial in self.lifecycle.live.values()
-                if trial.cancellable and trial.parent is not None
-            }
+        Starts the watch's thread unless it runs.
+        """
+        with _WATCHES_LOCK:
+            watch = _WATCHES.get(lifecycle.token)
+            if watch is None:
+                watch = _WATCHES[lifecycle.token] = cls(lifecycle.token, every)
+            if not any(each is lifecycle for each in watch._lifecycles):
+                watch._lifecycles.append(lifecycle)
+            if watch._thread is None:
+                # Not a daemon: a process whose last trial just ended this way (the runner's SIGTERM
+                # arrived) must not exit while the thread still records the end; it exits itself
+                # one poll after the last watched trial ended.
+                name = f"prefect-sacred-cancel-watch-{lifecycle.token[:8]}"
+                watch._thread = threading.Thread(target=watch._loop, name=name, daemon=False)
+                watch._thread.start()
+        return watch
+
+    @property
+    def running(self) -> bool:
+        """Whether the watching thread is alive."""
+        thread = self._thread
+        return thread is not None and thread.is_alive()
+
+    def _watched(self) -> tuple[set[UUID], list[TrialLifecycle]]:
+        """The parents to read, and the lifecycles with trials of them (the others are dropped)."""
+        parents: set[UUID] = set()
+        kept = []
+        for lifecycle in self._lifecycles:
+            with lifecycle.lock:
+                theirs = {
+                    trial.parent
+                    for trial in lifecycle.live.values()
+                    if trial.cancellable and trial.parent is not None
+                }
+            if theirs:
+                parents |= theirs
+                kept.append(lifecycle)
+        self._lifecycles = kept
+        return parents, list(kept)
 
     def _loop(self) -> None:
         while True:
             time.sleep(self.every)
-            with self._lock:
-                parents = self._parents()
-                if not parents:  # a trial starting now sees no live thread and starts one
+            with _WATCHES_LOCK:
+                parents, lifecycles = self._watched()
+                if not parents:  # a trial starting now finds no watch and starts another
                     self._thread = None
+                    if _WATCHES.get(self.token) is self:
+                        del _WATCHES[self.token]
                     return
             try:
                 cancelled = _cancelled(parents)
@@ -89,21 +129,22 @@ class CancelWatch:
                 continue
             for parent, state_name in cancelled.items():
                 try:
-                    self.stop_trials(parent, state_name)
+                    self.stop_trials(parent, state_name, lifecycles)
                 except Exception:  # the summary: the other parents' trials still get theirs
                     logger.exception("cannot summarise the trials of cancelled flow run %s", parent)
 
-    def stop_trials(self, parent: UUID, state_name: str) -> None:
-        """End the live trials of the cancelled flow run ``parent`` as INTERRUPTED."""
+    def stop_trials(self, parent: UUID, state_name: str, lifecycles: list[TrialLifecycle]) -> None:
+        """End the live trials of the cancelled flow run ``parent`` in ``lifecycles`` as INTERRUPTED."""
         from prefect_sacred.flows.sweep import publish_trial
 
-        lifecycle = self.lifecycle
-        with lifecycle.lock:
-            keys = [key for key, trial in lifecycle.live.items() if trial.parent == parent]
-            trials: list[_Trial] = [lifecycle.live.pop(key) for key in keys]
-            here = parent in lifecycle.parents
+        taken: list[tuple[TrialLifecycle, _Trial, bool]] = []
+        for lifecycle in lifecycles:
+            with lifecycle.lock:
+                keys = [key for key, trial in lifecycle.live.items() if trial.parent == parent]
+                here = parent in lifecycle.parents
+                taken += [(lifecycle, lifecycle.live.pop(key), here) for key in keys]
 
-        def end(trial: _Trial) -> None:
+        def end(lifecycle: TrialLifecycle, trial: _Trial, here: bool) -> None:
             run = trial.run
             try:
                 run.logger.warning(
@@ -117,21 +158,23 @@ class CancelWatch:
             except Exception:
                 logger.exception("cannot end trial run %s of cancelled flow run %s", run._id, parent)
 
-        # Side by side: each end waits for its observers (up to join_timeout), all within the
-        # runner's 30 s.
-        enders = [threading.Thread(target=end, args=(trial,), name="prefect-sacred-end") for trial in trials]
+        # Side by side, whichever lifecycle holds them: each end waits for its observers (up to
+        # join_timeout), all within the runner's 30 s.
+        enders = [threading.Thread(target=end, args=each, name="prefect-sacred-end") for each in taken]
         for ender in enders:
             ender.start()
         for ender in enders:
             ender.join()
-        if trials:
-            self._summarise(parent, trials[0])
+        summarised: list[TrialLifecycle] = []
+        for lifecycle, trial, _ in taken:
+            if not any(each is lifecycle for each in summarised):
+                summarised.append(lifecycle)
+                self._summarise(lifecycle, parent, trial)
 
-    def _summarise(self, parent: UUID, trial: _Trial) -> None:
+    def _summarise(self, lifecycle: TrialLifecycle, parent: UUID, trial: _Trial) -> None:
         """The parent's summary, when it runs here (its own hook will not: the runner owns it)."""
         from prefect_sacred.flows.sweep import _publish, summary_markdown
 
-        lifecycle = self.lifecycle
         with lifecycle.lock:
             if parent not in lifecycle.parents:
                 return

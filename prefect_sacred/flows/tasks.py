@@ -112,6 +112,8 @@ class TrialLifecycle:
     lock: threading.Lock = field(default_factory=threading.Lock)
     #: Held while the experiment's record is gathered, so the other hooks never wait for it.
     info_lock: threading.Lock = field(default_factory=threading.Lock)
+    #: The watch of this ``ex.task()``'s trials in this process, once one needed it (shared by
+    #: every lifecycle of the same token here, see :mod:`.cancel_watch`).
     cancel_watch: CancelWatch | None = None
     #: Names this ``ex.task()`` in every process its pickled copies reach (see ``_GATHERED``).
     token: str = field(default_factory=lambda: uuid.uuid4().hex)
@@ -138,10 +140,8 @@ class TrialLifecycle:
         run.start()
         if run.start_error is None:
             run.logger.info('Started trial run with ID "%s"', run._id)
-        if trial.cancellable:
-            with self.lock:
-                watch = self.cancel_watch = self.cancel_watch or CancelWatch(self)
-            watch.ensure_running()
+        if trial.cancellable:  # one watch per ex.task() in this process, whichever copy of it
+            self.cancel_watch = CancelWatch.watch(self)
 
     def on_completion(self, task: Task[Any, Any], task_run: TaskRun, state: State[Any]) -> None:
         trial = self._pop(task_run.id)
