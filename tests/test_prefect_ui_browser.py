@@ -9,41 +9,36 @@ is how ``docs/screenshots/`` is made).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
 import subprocess
-import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+from prefect.client.schemas.objects import State, StateType
+from prefect.client.schemas.responses import SetStateStatus
 
+from tests.browser import CHROMIUM, Browser
 from tests.support import PYTHON, REPO, service_missing, subprocess_env, wait_for
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+STARTED: dict[str, dict[str, Any]] = {
+    "COMPLETED": {"epochs": 3},
+    "FAILED": {"epochs": 10, "lr": 1e150},  # the loss diverges: the example raises
+    "INTERRUPTED": {"epochs": 1000, "sleep": 0.2},  # cancelled while it trains
+}
 
 
-def _render(url: str, screenshot: Path, height: int = 1300) -> str:
-    """The page's DOM after its scripts ran; its screenshot goes to ``screenshot``."""
-    assert CHROMIUM is not None
-    with tempfile.TemporaryDirectory() as profile:
-        done = subprocess.run(
-            [
-                CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--hide-scrollbars", f"--user-data-dir={profile}", f"--window-size=1280,{height}",
-                "--virtual-time-budget=15000", f"--screenshot={screenshot}", "--dump-dom", url,
-            ],
-            capture_output=True, text=True, timeout=90,
-        )
-    assert done.returncode == 0 and screenshot.exists(), done.stderr[-2000:]
-    return done.stdout
+def _shows(*texts: str) -> Callable[[str], bool]:
+    """Whether a page shows every one of ``texts`` (the browser waits for it)."""
+    return lambda page: all(text in page for text in texts)
 
 
 def _keep(*shots: Path) -> None:
@@ -56,9 +51,17 @@ def _keep(*shots: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
+    """One Chromium for the module; each page renders in a new tab."""
     if CHROMIUM is None:
         service_missing("chromium is not installed (Debian: apt-get install -y chromium)")
+    instance = Browser(tmp_path_factory.mktemp("chromium"))
+    yield instance
+    instance.close()
+
+
+@pytest.fixture(scope="module")
+def served(browser: Browser, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     runs = tmp_path_factory.mktemp("ui") / "my_runs"
     serve = subprocess.Popen(
         [PYTHON, "serve.py"], cwd=REPO / "deployments", stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
@@ -77,6 +80,33 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     finally:
         serve.terminate()
         serve.wait(20)
+
+
+@pytest.fixture(scope="module")
+def flow_runs(served: Path) -> Iterator[dict[str, Any]]:
+    """The flow run ids of ``STARTED``, created at once so that their processes start side by side."""
+    ids = {status: _run(parameters) for status, parameters in STARTED.items()}
+    yield ids
+    # A run whose test was deselected (or failed) would outlive serve.py: stop it first, best
+    # effort (a failure here would only hide the test's own).
+    with get_client(sync_client=True) as client:
+
+        def final(flow_run_id: Any) -> bool:
+            now = client.read_flow_run(flow_run_id).state
+            return now is not None and now.is_final()
+
+        going = [flow_run_id for flow_run_id in ids.values() if not final(flow_run_id)]
+        for flow_run_id in going:
+            now = client.read_flow_run(flow_run_id).state
+            # A run that has not started yet has no process to stop: it is cancelled outright.
+            kind = StateType.CANCELLING if now is not None and now.is_running() else StateType.CANCELLED
+            client.set_flow_run_state(flow_run_id, State(type=kind), force=True)
+
+        def stopped() -> bool:
+            return all(final(flow_run_id) for flow_run_id in going)
+
+        with contextlib.suppress(AssertionError):
+            wait_for(stopped, timeout=30, interval=0.5, what="the runs left going to stop")
 
 
 def _artifacts(flow_run_id: Any) -> list[Any]:
@@ -106,26 +136,18 @@ def _cancel_when_live(flow_run_id: Any) -> None:
         return {"table", "progress"} <= kinds
 
     wait_for(live, timeout=120, interval=0.5, what="the live metric table and progress bar")
-    done = subprocess.run(
-        [PYTHON, "-m", "prefect", "flow-run", "cancel", str(flow_run_id)],
-        capture_output=True, text=True, timeout=60, env=subprocess_env(),
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
+    # What `prefect flow-run cancel` does, without starting a Python for it.
+    with get_client(sync_client=True) as client:
+        result = client.set_flow_run_state(flow_run_id, State(type=StateType.CANCELLING))
+    assert result.status == SetStateStatus.ACCEPT, result.details
 
 
-@pytest.mark.parametrize(
-    ("status", "parameters"),
-    [
-        ("COMPLETED", {"epochs": 3}),
-        ("FAILED", {"epochs": 10, "lr": 1e150}),  # the loss diverges: the example raises
-        ("INTERRUPTED", {"epochs": 1000, "sleep": 0.2}),  # cancelled while it trains
-    ],
-)
+@pytest.mark.parametrize("status", list(STARTED))
 def test_the_prefect_ui_shows_progress_metrics_plots_and_links(
-    served: Path, status: str, parameters: dict[str, Any], tmp_path: Path
+    browser: Browser, served: Path, flow_runs: dict[str, Any], status: str, tmp_path: Path
 ) -> None:
     ui = os.environ["PREFECT_UI_URL"].rstrip("/") + "/v2"
-    flow_run_id = _run(parameters)
+    flow_run_id = flow_runs[status]
     if status == "INTERRUPTED":
         _cancel_when_live(flow_run_id)
     summary = _summary(flow_run_id)
@@ -135,7 +157,16 @@ def test_the_prefect_ui_shows_progress_metrics_plots_and_links(
     shots = tmp_path / "shots"
     shots.mkdir()
 
-    page = _render(f"{ui}/runs/flow-run/{flow_run_id}?tab=Artifacts", shots / f"{name}-flow-run.png")
+    progress_card = "3/3 (100%)" if status == "COMPLETED" else "/1000 ("
+    page = browser.render(
+        f"{ui}/runs/flow-run/{flow_run_id}?tab=Artifacts",
+        shots / f"{name}-flow-run.png",
+        until=_shows(
+            f"sacred-id:{run_id}", f"experiment-run-{run_id}-metrics", f"experiment run {run_id}: {status}",
+            f"FileStorageObserver: {served / run_id}", "training.loss",
+            *([progress_card] if status != "FAILED" else []),
+        ),
+    )
     assert f"sacred-id:{run_id}" in page  # the tag, beside the run's name
     assert f"experiment-run-{run_id}" in page and f"experiment-run-{run_id}-metrics" in page
     assert f"FileStorageObserver: {served / run_id}" in page  # the link's card
@@ -144,35 +175,59 @@ def test_the_prefect_ui_shows_progress_metrics_plots_and_links(
     if status != "FAILED":
         assert "/1000 (" in page or "3/3 (100%)" in page  # the progress card
 
-    page = _render(f"{ui}/artifacts/artifact/{summary.id}", shots / f"{name}-summary.png", height=2000)
+    plot = 'src="data:image/svg+xml;base64,'
+    page = browser.render(
+        f"{ui}/artifacts/artifact/{summary.id}",
+        shots / f"{name}-summary.png",
+        until=_shows(f"experiment run {run_id}: {status}", plot, "training.loss", "Stored by"),
+        height=2000,
+    )
     assert f"experiment run {run_id}: {status}" in page
-    assert 'src="data:image/svg+xml;base64,' in page  # the plot, rendered as an image
+    assert plot in page  # the plot, rendered as an image
     assert "training.loss" in page and "Stored by" in page
     if status == "FAILED":
         assert "FloatingPointError" in page
 
     table = next(a for a in _artifacts(flow_run_id) if a.type == "table")
-    page = _render(f"{ui}/artifacts/artifact/{table.id}", shots / f"{name}-metrics.png", height=700)
+    page = browser.render(
+        f"{ui}/artifacts/artifact/{table.id}",
+        shots / f"{name}-metrics.png",
+        until=_shows("training.loss", "latest", "max"),
+        height=700,
+    )
     assert "training.loss" in page and "latest" in page and "max" in page
 
     if status == "INTERRUPTED":
         progress = next(a for a in _artifacts(flow_run_id) if a.type == "progress")
-        page = _render(f"{ui}/artifacts/artifact/{progress.id}", shots / f"{name}-progress.png", height=600)
+        page = browser.render(
+            f"{ui}/artifacts/artifact/{progress.id}",
+            shots / f"{name}-progress.png",
+            until=lambda page: re.search(r"Progress: [\d.]+%", page) is not None,
+            height=600,
+        )
         assert re.search(r"Progress: [\d.]+%", page)
-        page = _render(f"{ui}/artifacts", shots / "artifacts-page.png", height=900)
+        page = browser.render(
+            f"{ui}/artifacts", shots / "artifacts-page.png", until=_shows(f"experiment-run-{run_id}"),
+            height=900,
+        )
         assert f"experiment-run-{run_id}" in page
 
     _keep(*shots.iterdir())
 
 
 def test_the_deployment_form_describes_each_parameter_and_takes_an_optional_seed(
-    served: Path, tmp_path: Path
+    browser: Browser, served: Path, tmp_path: Path
 ) -> None:
     with get_client(sync_client=True) as client:
         deployment = client.read_deployment_by_name("experiment/train")
     ui = os.environ["PREFECT_UI_URL"].rstrip("/") + "/v2"
     shot = tmp_path / "deployment-form.png"
-    page = _render(f"{ui}/deployments/deployment/{deployment.id}/run", shot, height=1300)
+    page = browser.render(
+        f"{ui}/deployments/deployment/{deployment.id}/run",
+        shot,
+        until=_shows("passes of gradient descent over the data", "the random seed for this experiment"),
+        height=1300,
+    )
     assert "passes of gradient descent over the data" in page  # the config comment
     assert "seed (Optional)" in page and "the random seed for this experiment" in page
     assert "Property is type None" not in page

@@ -60,27 +60,23 @@ class ProcessScenarios(SuiteHooks):
         self.observer()  # fresh storage for the serve process and its runs
         url = self.require_processes("served-run", "observer_url", self.observer_url())
         with self._serving(url, tmp_path) as deployment:
+            # Both runs at once: the second one's process starts while the first is cancelled.
+            cancelled, killed = self._create_served_run(deployment), self._create_served_run(deployment)
+
             # Cancelled: the serve process's cancellation hook records INTERRUPTED.
-            flow_run_id, run_id = self._start_served_run(deployment)
+            run_id = self._served_run_id(cancelled)
             assert (
                 wait_for(lambda: self.read_run(run_id), what="the served run in the storage").status
                 == "RUNNING"
             )
-            done = subprocess.run(
-                [self.python(), "-m", "prefect", "flow-run", "cancel", str(flow_run_id)],
-                capture_output=True,
-                text=True,
-                timeout=self.process_timeout,
-                env=self.subprocess_env(),
-            )
-            assert done.returncode == 0, done.stderr[-3000:]
+            self._cancel(cancelled)
             record = self.wait_for_run(
                 run_id, lambda r: r.status == "INTERRUPTED", "the cancelled run to be recorded as INTERRUPTED"
             )
             assert record.stop_time is not None
 
             # Killed: the serve process's crash hook records FAILED, naming the signal.
-            _, run_id = self._start_served_run(deployment)
+            run_id = self._served_run_id(killed)
             pid = wait_for(lambda: self.read_run(run_id).info.get("pid"), timeout=30, what="the run's pid")
             os.kill(int(pid), signal.SIGKILL)
             record = self.wait_for_run(
@@ -144,7 +140,7 @@ class ProcessScenarios(SuiteHooks):
                 wait_for(
                     deployment_exists,
                     timeout=self.process_timeout,
-                    interval=0.5,
+                    interval=0.2,
                     what="the served deployment",
                 )
                 yield f"served/{deployment}"
@@ -164,18 +160,37 @@ class ProcessScenarios(SuiteHooks):
 
     def _start_served_run(self, deployment: str, **parameters: Any) -> tuple[Any, Any]:
         """Create a run of the deployment; return (flow run id, experiment run id) once it runs."""
-        from prefect.client.orchestration import get_client
+        flow_run_id = self._create_served_run(deployment, **parameters)
+        return flow_run_id, self._served_run_id(flow_run_id)
+
+    def _create_served_run(self, deployment: str, **parameters: Any) -> Any:
+        """Create a run of the deployment (60 s long unless told); return its flow run id."""
         from prefect.deployments import run_deployment
+
+        flow_run: Any = run_deployment(deployment, parameters={"seconds": 60, **parameters}, timeout=0)
+        return flow_run.id
+
+    def _served_run_id(self, flow_run_id: Any) -> Any:
+        """The experiment run id of a served flow run, once the run has started."""
+        from prefect.client.orchestration import get_client
 
         from prefect_sacred.flows.prefect_api import RUN_ID_LABEL
 
-        flow_run: Any = run_deployment(deployment, parameters={"seconds": 60, **parameters}, timeout=0)
-
         def labelled() -> Any:
             with get_client(sync_client=True) as client:
-                return (client.read_flow_run(flow_run.id).labels or {}).get(RUN_ID_LABEL)
+                return (client.read_flow_run(flow_run_id).labels or {}).get(RUN_ID_LABEL)
 
         run_id = wait_for(
-            labelled, timeout=self.process_timeout, interval=0.5, what="the served run to start"
+            labelled, timeout=self.process_timeout, interval=0.2, what="the served run to start"
         )
-        return flow_run.id, parse_run_id(str(run_id))
+        return parse_run_id(str(run_id))
+
+    def _cancel(self, flow_run_id: Any) -> None:
+        """Cancel a flow run as ``prefect flow-run cancel`` does: set its state to Cancelling."""
+        from prefect.client.orchestration import get_client
+        from prefect.client.schemas.objects import State, StateType
+        from prefect.client.schemas.responses import SetStateStatus
+
+        with get_client(sync_client=True) as client:
+            result = client.set_flow_run_state(flow_run_id, State(type=StateType.CANCELLING))
+        assert result.status == SetStateStatus.ACCEPT, result.details
