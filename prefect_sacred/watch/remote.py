@@ -34,13 +34,14 @@ import datetime as dt
 import logging
 import os
 import socket
-import ssl
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from prefect_sacred._prefect_api import close_client, open_client
 
 __all__ = [
     "BEAT_EVENT",
@@ -195,25 +196,12 @@ class BeatSender:
 
     def _client(self) -> Any:
         if self._api is None:
-            from prefect.client.orchestration import get_client
-            from prefect.settings import PREFECT_API_URL
-
-            settings: dict[str, Any] = {"timeout": self.timeout}
-            if str(PREFECT_API_URL.value() or "").startswith("http://"):
-                # No TLS on this connection: spare loading every CA certificate.
-                settings["verify"] = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            client = get_client(httpx_settings=settings, sync_client=True)
-            client.__enter__()
-            self._api = client
+            self._api = open_client(self.timeout)
         return self._api
 
     def _drop_client(self) -> None:
         client, self._api = self._api, None
-        if client is not None:
-            try:
-                client.__exit__(None, None, None)
-            except Exception:  # closing a broken connection: nothing to keep
-                pass
+        close_client(client)
 
 
 @dataclass

@@ -12,12 +12,12 @@ import functools
 import logging
 import os
 import re
-import ssl
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 from uuid import UUID
 
+from prefect_sacred._prefect_api import close_client, open_client
 from prefect_sacred.observers.base import ObserverLike, OutputDelta, RunObserver, resumed_run
 from prefect_sacred.observers.prefect_ui.render import (
     MetricStats,
@@ -318,7 +318,9 @@ class PrefectArtifactsObserver(RunObserver):
         try:
             self.calls += 1
             found = self._client().read_artifacts(
-                artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[UUID(str(self.flow_run_id))]))
+                artifact_filter=ArtifactFilter(
+                    flow_run_id=ArtifactFilterFlowRunId(any_=[UUID(str(self.flow_run_id))])
+                )
             )
         except Exception as exc:
             logger.warning("cannot read the metrics of run %s from Prefect: %s", self.run_id, _describe(exc))
@@ -344,27 +346,14 @@ class PrefectArtifactsObserver(RunObserver):
         return artifact_key(self.experiment, self.run_id, self.flow_run_name, suffix)
 
     def _client(self) -> Any:
-        """This run's client, opened at its first call (opening costs about 0.1 s)."""
+        """This run's client, opened at its first call."""
         if self._api is None:
-            from prefect.client.orchestration import get_client
-            from prefect.settings import PREFECT_API_URL
-
-            settings: dict[str, Any] = {"timeout": self.timeout}
-            if str(PREFECT_API_URL.value() or "").startswith("http://"):
-                # No TLS on this connection: spare Prefect loading every CA certificate (~50 ms).
-                settings["verify"] = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            client = get_client(httpx_settings=settings, sync_client=True)
-            client.__enter__()
-            self._api = client
+            self._api = open_client(self.timeout)
         return self._api
 
     def _close(self) -> None:
         client, self._api = self._api, None
-        if client is not None:
-            try:
-                client.__exit__(None, None, None)
-            except Exception as exc:  # closing a client never matters to the run
-                logger.debug("closing the Prefect client: %s", exc)
+        close_client(client)
 
     def _create(
         self, kind: str, data: Any, key: str | None, description: str, metadata: dict[str, str] | None = None
@@ -398,6 +387,7 @@ class PrefectArtifactsObserver(RunObserver):
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_api": None}  # a client does not travel to another process
+
 
 def _nothing() -> None:
     return None
