@@ -292,3 +292,29 @@ def test_a_run_taken_for_dead_that_beats_again_is_revived_and_an_ended_run_forgo
     beats.heard(beat("away", 3, ended=True))
     assert len(beats) == 0
     assert look_until(beats, clock, 1000.0) == []
+
+
+@pytest.mark.slow
+def test_a_run_on_another_host_that_prefect_marks_crashed_is_ended_without_waiting_for_silence(
+    tmp_path: Path,
+) -> None:
+    """Prefect's zombie detection (an automation) marks a dead run's flow run Crashed: the watcher
+    ends the run then, with Prefect's message, long before its silence limit."""
+    from prefect.client.orchestration import get_client
+    from prefect.states import Crashed
+
+    hosts = Hosts(tmp_path)
+    hosts.watcher_env["PREFECT_SACRED_DEAD_AFTER"] = "3600"  # silence alone would take an hour
+    with hosts.watcher():
+        process = hosts.start(1)
+        hosts.beating(1)
+        process.kill()
+        process.wait(10)
+        assert hosts.record(1)["status"] == "RUNNING"
+        flow_run_id = uuid.UUID(hosts.record(1)["meta"]["prefect"]["flow_run_id"])
+        with get_client(sync_client=True) as client:
+            zombie = Crashed(message="Flow run infrastructure exited without a heartbeat")
+            client.set_flow_run_state(flow_run_id, zombie, force=True)
+        record = hosts.wait_status(1, "FAILED", timeout=30)
+    assert "Crashed: Flow run infrastructure exited without a heartbeat" in "".join(record["fail_trace"])
+    assert [status for _, status in hosts.sql_rows()] == ["FAILED"]
