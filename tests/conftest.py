@@ -98,3 +98,13 @@ def backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
         service_missing(f"{instance.name}: {exc}")
     yield instance
     instance.stop()
+
+
+@pytest.fixture(scope="session")
+def every_backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Backend]]:
+    """All eight contract backends at once, started once for the session (tests/backends/every.py);
+    a test takes fresh namespaces with ``every.Fresh``."""
+    from tests.backends import every
+
+    with every.started(tmp_path_factory) as backends:
+        yield backends

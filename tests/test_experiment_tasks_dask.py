@@ -1,8 +1,8 @@
 """Trials of a sweep on Dask's worker processes (prefect-dask's DaskTaskRunner, a LocalCluster).
 
-One cluster for the session. The observers travel to the workers by pickling and record the
-trials there; a worker killed mid-trial leaves its trial to the parent flow's hook, which
-finishes it from the trial's journal.
+One cluster for the module. The observers travel to the workers by pickling and record the
+trials there (the eight-trial sweep in all eight contract backends at once); a worker killed
+mid-trial leaves its trial to the parent flow's hook, which finishes it from the trial's journal.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from prefect_sacred import Experiment, FileStorageObserver, SqlObserver
+from prefect_sacred import Experiment, FileStorageObserver
+from tests.backends import Backend, every
 from tests.support import service_missing
 
 pytestmark = pytest.mark.slow
@@ -51,7 +52,8 @@ def train(lr: float, die_after: float, _run: Any) -> float:
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[Any]:
+def cluster(every_backend: list[Backend]) -> Iterator[Any]:
+    # The backends first: the workers take the environment (S3's credentials) when they start.
     if distributed is None:
         service_missing("prefect-dask is not installed (pip install prefect-sacred[dask])")
     import dask
@@ -81,16 +83,6 @@ def _file_runs(basedir: Path) -> dict[str, dict[str, Any]]:
     return runs
 
 
-def _sql_runs(url: str) -> list[Any]:
-    import sqlalchemy as sa
-
-    engine = sa.create_engine(url)
-    with engine.connect() as conn:
-        rows = conn.execute(sa.text("select run_id, status, config from run")).all()
-    engine.dispose()
-    return list(rows)
-
-
 def _summary(flow_run_id: Any) -> str:
     """The sweep's summary artifact on the parent flow run."""
     from prefect.client.orchestration import get_client
@@ -104,11 +96,13 @@ def _summary(flow_run_id: Any) -> str:
     return str(summary.data)
 
 
-def test_eight_trials_in_dask_workers(cluster: Any, tmp_path: Path) -> None:
+def test_eight_trials_in_dask_workers(every_backend: list[Backend], cluster: Any) -> None:
+    """One sweep whose observers list all eight contract backends: every backend holds the
+    eight trials apart, recorded in the workers."""
     from prefect import flow
 
-    sql_url = f"sqlite:///{tmp_path / 'runs.db'}"
-    ex.observers[:] = [FileStorageObserver(tmp_path / "files"), SqlObserver(sql_url)]
+    fresh = every.Fresh(every_backend)
+    ex.observers[:] = fresh.observers
     task = ex.task()
     lrs = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]
 
@@ -124,21 +118,13 @@ def test_eight_trials_in_dask_workers(cluster: Any, tmp_path: Path) -> None:
     summary = _summary(state.state_details.flow_run_id)
     assert "8 trials (8 COMPLETED)" in summary
     assert "lr=0.7" in summary and "loss=2.1" in summary  # published by the workers' trials
-    runs = _file_runs(tmp_path / "files")
-    assert len(runs) == 8  # ids claimed across processes, none twice
-    pids = set()
-    for run in runs.values():
-        lr = run["config"]["lr"]
-        assert run["run"]["status"] == "COMPLETED"
-        assert run["run"]["meta"]["sweep"]["task_name"] == "dask_trial"
-        assert run["cout"].splitlines() == [f"dask trial lr={lr} step={step}" for step in range(3)]
-        assert run["metrics"]["loss"]["values"] == pytest.approx([lr, 2 * lr, 3 * lr])
-        pids.add(run["info"]["pid"])
-    assert os.getpid() not in pids  # recorded by the observers in the workers
-    sql = _sql_runs(sql_url)
-    assert len({row.run_id for row in sql}) == 8
-    assert {row.status for row in sql} == {"COMPLETED"}
-    assert sorted(json.loads(row.config)["lr"] for row in sql) == lrs
+    every.assert_trials_apart(
+        fresh,
+        lrs,
+        "dask_trial",
+        lambda lr, step: f"dask trial lr={lr} step={step}",
+        parent_pid=os.getpid(),  # recorded by the observers in the workers
+    )
 
 
 def test_a_killed_worker_fails_its_trial(cluster: Any, tmp_path: Path) -> None:

@@ -1,7 +1,8 @@
 """Trials of a sweep on Ray's worker processes (prefect-ray's RayTaskRunner, a local Ray).
 
 One local Ray for the module (10-15 s to start, ~0.8-1 GB of RAM: its own GCS, raylet, agents
-and two workers). The observers travel to the workers by pickling and record the trials there.
+and two workers). The observers travel to the workers by pickling and record the trials there
+(the eight-trial sweep in all eight contract backends at once).
 A worker killed mid-trial leaves its trial to the parent flow's hook, which finishes it from the
 trial's journal; one Ray reruns (its default) ends the dead attempt's record itself.
 """
@@ -20,7 +21,8 @@ from typing import Any
 
 import pytest
 
-from prefect_sacred import Experiment, FileStorageObserver, SqlObserver
+from prefect_sacred import Experiment, FileStorageObserver
+from tests.backends import Backend, every
 from tests.support import service_missing
 
 pytestmark = pytest.mark.slow
@@ -61,7 +63,8 @@ def train(lr: float, fail: bool, die_after: float, die_once: str, _run: Any) -> 
 
 
 @pytest.fixture(scope="module")
-def local_ray() -> Iterator[None]:
+def local_ray(every_backend: list[Backend]) -> Iterator[None]:
+    # The backends first: the workers take the environment (S3's credentials) when they start.
     if ray is None:
         service_missing("prefect-ray is not installed (pip install prefect-sacred[ray])")
     # A short temp dir: Ray's unix sockets live under it (108-byte path limit).
@@ -101,16 +104,6 @@ def _file_runs(basedir: Path) -> dict[str, dict[str, Any]]:
     return runs
 
 
-def _sql_runs(url: str) -> list[Any]:
-    import sqlalchemy as sa
-
-    engine = sa.create_engine(url)
-    with engine.connect() as conn:
-        rows = conn.execute(sa.text("select run_id, status, config from run")).all()
-    engine.dispose()
-    return list(rows)
-
-
 def _summary(flow_run_id: Any) -> str:
     """The sweep's summary artifact on the parent flow run."""
     from prefect.client.orchestration import get_client
@@ -124,11 +117,13 @@ def _summary(flow_run_id: Any) -> str:
     return str(summary.data)
 
 
-def test_eight_trials_in_ray_workers(local_ray: None, tmp_path: Path) -> None:
+def test_eight_trials_in_ray_workers(every_backend: list[Backend], local_ray: None) -> None:
+    """One sweep whose observers list all eight contract backends: every backend holds the
+    eight trials apart, recorded in the workers."""
     from prefect import flow
 
-    sql_url = f"sqlite:///{tmp_path / 'runs.db'}"
-    ex.observers[:] = [FileStorageObserver(tmp_path / "files"), SqlObserver(sql_url)]
+    fresh = every.Fresh(every_backend)
+    ex.observers[:] = fresh.observers
     task = ex.task()
     lrs = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]
 
@@ -144,22 +139,13 @@ def test_eight_trials_in_ray_workers(local_ray: None, tmp_path: Path) -> None:
     summary = _summary(state.state_details.flow_run_id)
     assert "8 trials (8 COMPLETED)" in summary
     assert "lr=0.7" in summary and "loss=2.1" in summary  # published by the workers' trials
-    runs = _file_runs(tmp_path / "files")
-    assert len(runs) == 8  # ids claimed across processes, none twice
-    pids = set()
-    for run in runs.values():
-        lr = run["config"]["lr"]
-        assert run["run"]["status"] == "COMPLETED"
-        assert run["run"]["meta"]["sweep"]["task_name"] == "ray_trial"
-        assert run["run"]["meta"]["config_updates"] == {"lr": lr}
-        assert run["cout"].splitlines() == [f"ray trial lr={lr} step={step}" for step in range(3)]
-        assert run["metrics"]["loss"]["values"] == pytest.approx([lr, 2 * lr, 3 * lr])
-        pids.add(run["info"]["pid"])
-    assert os.getpid() not in pids  # recorded by the observers in the workers
-    sql = _sql_runs(sql_url)
-    assert len({row.run_id for row in sql}) == 8
-    assert {row.status for row in sql} == {"COMPLETED"}
-    assert sorted(json.loads(row.config)["lr"] for row in sql) == lrs
+    every.assert_trials_apart(
+        fresh,
+        lrs,
+        "ray_trial",
+        lambda lr, step: f"ray trial lr={lr} step={step}",
+        parent_pid=os.getpid(),  # recorded by the observers in the workers
+    )
 
 
 def test_failing_killed_and_rerun_trials(local_ray: None, tmp_path: Path) -> None:

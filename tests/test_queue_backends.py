@@ -7,33 +7,14 @@ COMPLETED."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.backends import Backend, BackendUnavailable, load_backends
-from tests.support import service_missing, wait_for
+from tests.backends import Backend, every
+from tests.support import wait_for
 from tests.test_queue_runs import Setup, deployment_id
-
-
-@pytest.fixture(scope="module")
-def every_backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Backend]]:
-    """All eight contract backends, each with a fresh namespace (their servers for this module)."""
-    started: list[Backend] = []
-    try:
-        for backend in load_backends():
-            try:
-                backend.start(tmp_path_factory)
-            except BackendUnavailable as exc:
-                service_missing(f"{backend.name}: {exc}")
-            started.append(backend)
-            backend.observer()  # picks the namespace url() and record() use
-        yield started
-    finally:
-        for backend in started:
-            backend.stop()
 
 
 def _flow_run_of(record: Any) -> str | None:
@@ -62,6 +43,7 @@ def test_a_scheduled_run_and_a_client_run_are_queued_then_completed_in_every_bac
     # Both runs are due in an hour, and are moved to now once every backend showed them
     # QUEUED: no race between the watcher and the runner, however loaded the machine is.
     first_at = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
+    fresh = every.Fresh(every_backend)  # new namespaces: the ones url() names and record() reads
     setup = Setup(
         tmp_path,
         observers=" ".join(backend.url() for backend in every_backend),
@@ -84,7 +66,8 @@ def test_a_scheduled_run_and_a_client_run_are_queued_then_completed_in_every_bac
         ids: dict[str, Any] = {}
 
         def queued_in_files() -> bool:
-            for run_id in range(1, 5):  # the watcher records the 3 scheduled and the client run
+            # The watcher records the 3 scheduled runs and the client run (ids from SQL's shared database).
+            for run_id in fresh.run_ids(files):
                 try:
                     ids.setdefault(str(_flow_run_of(files.record(run_id))), run_id)
                 except FileNotFoundError:
