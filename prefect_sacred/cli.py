@@ -42,15 +42,25 @@ def main(argv: list[str] | None = None) -> int:
             "`prefect deployment run`, schedules or the API are recorded QUEUED by its observers "
             "(code and PREFECT_SACRED_OBSERVERS); queued runs cancelled or deleted before they start "
             "become INTERRUPTED; runs on this machine whose process died get their journal and "
-            "FAILED. One per work pool is enough; several at once give one record."
+            "FAILED, runs elsewhere FAILED once their beats stop for --dead-after seconds. One per "
+            "work pool is enough; several at once give one record."
         ),
     )
     watch.add_argument("experiment", metavar="EXPERIMENT", help="a script (exp.py) or module (pkg.exp[:ex])")
+    watch.add_argument(
+        "--dead-after",
+        type=_seconds,
+        metavar="SECONDS",
+        help=(
+            "silence that ends a run on another machine, at least 3 of its beat intervals "
+            "(default: PREFECT_SACRED_DEAD_AFTER or 300)"
+        ),
+    )
     options = parser.parse_args(argv)
     if options.command == "watch":
         from prefect_sacred.watch.cli import watch_command
 
-        return watch_command(options.experiment)
+        return watch_command(options.experiment, dead_after=options.dead_after)
     if not options.all and not options.journals:
         parser.error("sync: give journal directories or --all")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -76,6 +86,16 @@ def main(argv: list[str] | None = None) -> int:
         if not report.complete or any(outcome.lost for outcome in report.outcomes):
             status = 1 if report.skipped is None or not options.all else status
     return status
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:  # also NaN
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}")
+    return value
 
 
 def run() -> None:

@@ -53,7 +53,7 @@ if __name__ == "__main__":
     ex.run_commandline()
 """
 
-BEAT = 2.0  # the watcher ends a run after 3 beats of silence (PREFECT_SACRED_DEAD_AFTER=0)
+BEAT = 2.0  # the watcher ends a run after 3 beats of silence (--dead-after 0)
 
 
 class Hosts:
@@ -73,15 +73,16 @@ class Hosts:
         self.watcher_env = subprocess_env(
             PREFECT_SACRED_OBSERVERS=observers,
             PREFECT_SACRED_JOURNAL_DIR=tmp_path / "watcher-host",
-            PREFECT_SACRED_DEAD_AFTER=0,
         )
+        self.dead_after = 0.0  # the watcher's --dead-after: its limit is then 3 beats
 
     @contextmanager
     def watcher(self) -> Iterator[Path]:
         log = self.tmp / "watcher.log"
+        argv = ["-m", "prefect_sacred.cli", "watch", "--dead-after", str(self.dead_after), str(self.script)]
         with open(log, "wb") as out:
             process = subprocess.Popen(
-                [PYTHON, "-m", "prefect_sacred.cli", "watch", str(self.script)],
+                [PYTHON, *argv],
                 env=self.watcher_env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
             try:
@@ -304,7 +305,7 @@ def test_a_run_on_another_host_that_prefect_marks_crashed_is_ended_without_waiti
     from prefect.states import Crashed
 
     hosts = Hosts(tmp_path)
-    hosts.watcher_env["PREFECT_SACRED_DEAD_AFTER"] = "3600"  # silence alone would take an hour
+    hosts.dead_after = 3600.0  # silence alone would take an hour
     with hosts.watcher():
         process = hosts.start(1)
         hosts.beating(1)

@@ -181,3 +181,16 @@ def test_claims_at_once_give_one_claimer_and_a_start_waits_for_the_queued_id() -
     assert time.monotonic() - started < 5
     release(flow_run.id)
     assert claim(flow_run.id) is False  # labelled: nobody claims it again
+
+
+@pytest.mark.parametrize("value", ["soon", "-5", "nan"])
+def test_watch_refuses_a_dead_after_that_is_not_seconds_in_one_line(
+    value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from prefect_sacred.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["watch", "--dead-after", value, "exp.py"])
+    assert exited.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error == f"prefect-sacred watch: error: argument --dead-after: not a number of seconds: {value!r}"

@@ -47,8 +47,12 @@ def load_experiment(target: str) -> Any:
     return next(iter(experiments.values()))
 
 
-def watch_command(target: str) -> int:
-    """Watch ``target``'s experiment until interrupted; returns the exit status."""
+def watch_command(target: str, dead_after: float | None = None) -> int:
+    """Watch ``target``'s experiment until interrupted; returns the exit status.
+
+    ``dead_after``: the least silence (seconds) that ends a run on another machine (default:
+    ``PREFECT_SACRED_DEAD_AFTER`` or 300).
+    """
     from prefect_sacred.watch.watcher import Watcher
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -60,7 +64,7 @@ def watch_command(target: str) -> int:
         return 2
     print(f"watching runs of flow {experiment.name!r}", flush=True)
     try:
-        Watcher(experiment).run()
+        Watcher(experiment, dead_after=dead_after).run()
     except KeyboardInterrupt:
         pass
     return 0
