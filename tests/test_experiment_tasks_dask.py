@@ -7,7 +7,6 @@ mid-trial leaves its trial to the parent flow's hook, which finishes it from the
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
@@ -20,6 +19,7 @@ import pytest
 from prefect_sacred import Experiment, FileStorageObserver
 from tests.backends import Backend, every
 from tests.support import service_missing
+from tests.sweeps import file_runs, sweep_summary
 
 pytestmark = pytest.mark.slow
 
@@ -69,33 +69,6 @@ def cluster(every_backend: list[Backend]) -> Iterator[Any]:
             local.close()
 
 
-def _file_runs(basedir: Path) -> dict[str, dict[str, Any]]:
-    runs = {}
-    for run_dir in sorted(basedir.iterdir()):
-        if run_dir.name.isdigit():
-            runs[run_dir.name] = {
-                "run": json.loads((run_dir / "run.json").read_text()),
-                "config": json.loads((run_dir / "config.json").read_text()),
-                "cout": (run_dir / "cout.txt").read_text(),
-                "metrics": json.loads((run_dir / "metrics.json").read_text()),
-                "info": json.loads((run_dir / "info.json").read_text()),
-            }
-    return runs
-
-
-def _summary(flow_run_id: Any) -> str:
-    """The sweep's summary artifact on the parent flow run."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
-
-    with get_client(sync_client=True) as client:
-        artifacts = client.read_artifacts(
-            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
-        )
-    [summary] = [a for a in artifacts if (a.key or "").startswith("sweep-")]
-    return str(summary.data)
-
-
 def test_eight_trials_in_dask_workers(every_backend: list[Backend], cluster: Any) -> None:
     """One sweep whose observers list all eight contract backends: every backend holds the
     eight trials apart, recorded in the workers."""
@@ -115,7 +88,7 @@ def test_eight_trials_in_dask_workers(every_backend: list[Backend], cluster: Any
     finally:
         ex.observers.clear()
     assert sorted(state.result()) == pytest.approx([lr * 2 for lr in lrs])
-    summary = _summary(state.state_details.flow_run_id)
+    summary = sweep_summary(state.state_details.flow_run_id)
     assert "8 trials (8 COMPLETED)" in summary
     assert "lr=0.7" in summary and "loss=2.1" in summary  # published by the workers' trials
     every.assert_trials_apart(
@@ -142,8 +115,8 @@ def test_a_killed_worker_fails_its_trial(cluster: Any, tmp_path: Path) -> None:
     finally:
         ex.observers.clear()
     assert state.is_failed()
-    assert "2 trials (1 COMPLETED, 1 FAILED)" in _summary(state.state_details.flow_run_id)
-    runs = {run["config"]["lr"]: run for run in _file_runs(tmp_path).values()}
+    assert "2 trials (1 COMPLETED, 1 FAILED)" in sweep_summary(state.state_details.flow_run_id)
+    runs = {run["config"]["lr"]: run for run in file_runs(tmp_path).values()}
     assert runs[0.1]["run"]["status"] == "COMPLETED"
     killed = runs[0.2]
     assert killed["run"]["status"] == "FAILED", killed["run"]

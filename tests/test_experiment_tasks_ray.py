@@ -9,7 +9,6 @@ trial's journal; one Ray reruns (its default) ends the dead attempt's record its
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -24,6 +23,7 @@ import pytest
 from prefect_sacred import Experiment, FileStorageObserver
 from tests.backends import Backend, every
 from tests.support import service_missing
+from tests.sweeps import file_runs, sweep_summary
 
 pytestmark = pytest.mark.slow
 
@@ -90,33 +90,6 @@ def local_ray(every_backend: list[Backend]) -> Iterator[None]:
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-def _file_runs(basedir: Path) -> dict[str, dict[str, Any]]:
-    runs = {}
-    for run_dir in sorted(basedir.iterdir()):
-        if run_dir.name.isdigit():
-            runs[run_dir.name] = {
-                "run": json.loads((run_dir / "run.json").read_text()),
-                "config": json.loads((run_dir / "config.json").read_text()),
-                "cout": (run_dir / "cout.txt").read_text(),
-                "metrics": json.loads((run_dir / "metrics.json").read_text()),
-                "info": json.loads((run_dir / "info.json").read_text()),
-            }
-    return runs
-
-
-def _summary(flow_run_id: Any) -> str:
-    """The sweep's summary artifact on the parent flow run."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
-
-    with get_client(sync_client=True) as client:
-        artifacts = client.read_artifacts(
-            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
-        )
-    [summary] = [a for a in artifacts if (a.key or "").startswith("sweep-")]
-    return str(summary.data)
-
-
 def test_eight_trials_in_ray_workers(every_backend: list[Backend], local_ray: None) -> None:
     """One sweep whose observers list all eight contract backends: every backend holds the
     eight trials apart, recorded in the workers."""
@@ -136,7 +109,7 @@ def test_eight_trials_in_ray_workers(every_backend: list[Backend], local_ray: No
     finally:
         ex.observers.clear()
     assert sorted(state.result()) == pytest.approx([lr * 2 for lr in lrs])
-    summary = _summary(state.state_details.flow_run_id)
+    summary = sweep_summary(state.state_details.flow_run_id)
     assert "8 trials (8 COMPLETED)" in summary
     assert "lr=0.7" in summary and "loss=2.1" in summary  # published by the workers' trials
     every.assert_trials_apart(
@@ -171,9 +144,9 @@ def test_failing_killed_and_rerun_trials(local_ray: None, tmp_path: Path) -> Non
     finally:
         ex.observers.clear()
     assert state.is_failed()
-    assert "4 trials (2 COMPLETED, 2 FAILED)" in _summary(state.state_details.flow_run_id)
+    assert "4 trials (2 COMPLETED, 2 FAILED)" in sweep_summary(state.state_details.flow_run_id)
     runs: dict[float, list[dict[str, Any]]] = {}
-    for run in _file_runs(tmp_path).values():
+    for run in file_runs(tmp_path).values():
         runs.setdefault(run["config"]["lr"], []).append(run)
     assert [run["run"]["status"] for run in runs[0.1]] == ["COMPLETED"]
     [failed] = runs[0.2]
