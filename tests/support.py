@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -73,3 +75,33 @@ def subprocess_env(**extra: Any) -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     env.update({key: str(value) for key, value in extra.items()})
     return env
+
+
+@contextmanager
+def serving(script: Path, name: str, deployment: str, cwd: Path, env: dict[str, str]) -> Iterator[str]:
+    """``python script name`` serving ``deployment`` from ``cwd`` (its output in serve.log there);
+    yields the deployment's name once Prefect has it, and stops the process after."""
+    from prefect.client.orchestration import get_client
+
+    log = open(cwd / "serve.log", "wb")  # noqa: SIM115
+    serve = subprocess.Popen(
+        [PYTHON, str(script), name],
+        cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env,
+    )  # fmt: skip
+
+    def deployed() -> bool:
+        assert serve.poll() is None, (cwd / "serve.log").read_text()[-3000:]
+        with get_client(sync_client=True) as client:
+            client.read_deployment_by_name(deployment)
+        return True
+
+    try:
+        wait_for(deployed, timeout=60, interval=0.5, what="the served deployment")
+        yield deployment
+    finally:
+        serve.terminate()
+        try:
+            serve.wait(15)
+        except subprocess.TimeoutExpired:
+            serve.kill()
+        log.close()

@@ -26,7 +26,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from prefect_sacred import Experiment
 from prefect_sacred.testing import InMemoryObserver
-from tests.support import PYTHON, REPO, subprocess_env, wait_for
+from tests.support import REPO, serving, subprocess_env, wait_for
 
 LRS = [0.1, 0.2, 0.3]
 
@@ -143,31 +143,12 @@ def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     events = tmp_path / "events.log"
     events.touch()
     monkeypatch.setenv("EVENT_LOG", str(events))  # for the hook this test calls itself
-    log = open(tmp_path / "serve.log", "wb")  # noqa: SIM115
-    serve = subprocess.Popen(
-        [PYTHON, str(REPO / "tests" / "data" / "sweep_served.py"), name],
-        cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        env=subprocess_env(
-            PREFECT_SACRED_OBSERVERS="file://./runs", EVENT_LOG=str(events), PREFECT_RUNNER_POLL_FREQUENCY=1
-        ),
+    env = subprocess_env(
+        PREFECT_SACRED_OBSERVERS="file://./runs", EVENT_LOG=str(events), PREFECT_RUNNER_POLL_FREQUENCY=1
     )
-
-    def deployed() -> bool:
-        assert serve.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
-        with get_client(sync_client=True) as client:
-            client.read_deployment_by_name(f"served-sweep/{name}")
-        return True
-
-    try:
-        wait_for(deployed, timeout=60, interval=0.5, what="the served deployment")
-        yield f"served-sweep/{name}"
-    finally:
-        serve.terminate()
-        try:
-            serve.wait(15)
-        except subprocess.TimeoutExpired:
-            serve.kill()
-        log.close()
+    script = REPO / "tests" / "data" / "sweep_served.py"
+    with serving(script, name, f"served-sweep/{name}", tmp_path, env) as deployment:
+        yield deployment
 
 
 def _records(runs: Path) -> dict[float, dict[str, Any]]:

@@ -20,7 +20,7 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
-from tests.support import PYTHON, REPO, subprocess_env, wait_for
+from tests.support import PYTHON, REPO, serving, subprocess_env, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -28,29 +28,10 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def deployment(tmp_path: Path) -> Iterator[str]:
     name = f"ui-{uuid.uuid4().hex[:8]}"
-    log = open(tmp_path / "serve.log", "wb")  # noqa: SIM115
-    serve = subprocess.Popen(
-        [PYTHON, str(REPO / "tests" / "data" / "ui_served.py"), name],
-        cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        env=subprocess_env(PREFECT_SACRED_OBSERVERS="file://./runs"),  # relative: made absolute
-    )
-
-    def deployed() -> bool:
-        assert serve.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
-        with get_client(sync_client=True) as client:
-            client.read_deployment_by_name(f"ui-served/{name}")
-        return True
-
-    try:
-        wait_for(deployed, timeout=60, interval=0.5, what="the served deployment")
-        yield f"ui-served/{name}"
-    finally:
-        serve.terminate()
-        try:
-            serve.wait(15)
-        except subprocess.TimeoutExpired:
-            serve.kill()
-        log.close()
+    env = subprocess_env(PREFECT_SACRED_OBSERVERS="file://./runs")  # relative: made absolute
+    script = REPO / "tests" / "data" / "ui_served.py"
+    with serving(script, name, f"ui-served/{name}", tmp_path, env) as deployment:
+        yield deployment
 
 
 def _artifacts(flow_run_id: Any) -> dict[str | None, list[Any]]:
