@@ -112,11 +112,17 @@ class Setup:
             return list(conn.execute("select run_id, status, config from run order by id"))
 
     def wait_status(self, run_id: Any, status: str, timeout: float = 60) -> dict[str, Any]:
+        """The run's file record once both backends show ``status``: each observer is delivered
+        to by its own worker, so the file record can be ahead of the SQL row."""
         return wait_for(
-            lambda: (record := self.record(run_id))["status"] == status and record,
+            lambda: (
+                (record := self.record(run_id))["status"] == status
+                and (str(run_id), status) in [row[:2] for row in self.sql_rows()]
+                and record
+            ),
             timeout=timeout,
             interval=0.2,
-            what=f"run {run_id} to be {status}",
+            what=f"run {run_id} to be {status} in both backends",
         )
 
 

@@ -112,11 +112,17 @@ class Hosts:
         return dict(json.loads((self.runs / str(run_id) / "run.json").read_text()))
 
     def wait_status(self, run_id: int, status: str, timeout: float = 30) -> dict[str, Any]:
+        """The run's file record once both backends show ``status``: each observer is delivered
+        to by its own worker, so the file record can be ahead of the SQL row."""
         return wait_for(
-            lambda: (record := self.record(run_id))["status"] == status and record,
+            lambda: (
+                (record := self.record(run_id))["status"] == status
+                and (str(run_id), status) in self.sql_rows()
+                and record
+            ),
             timeout=timeout,
             interval=0.1,
-            what=f"run {run_id} to be {status}",
+            what=f"run {run_id} to be {status} in both backends",
         )
 
     def sql_rows(self) -> list[tuple[str, str]]:
