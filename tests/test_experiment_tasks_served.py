@@ -198,8 +198,10 @@ def test_a_served_sweep_cancelled_from_prefect_ends_its_trials_interrupted(
     with get_client(sync_client=True) as client:
         client.set_flow_run_state(flow_run.id, Cancelling(), force=True)
 
-    def ended() -> bool:
-        return all(record["status"] != "RUNNING" for record in _records(runs).values())
+    def ended() -> bool:  # in both observers: each has its own delivery worker
+        return all(record["status"] != "RUNNING" for record in _records(runs).values()) and len(
+            _lines(events, "interrupted_event")
+        ) >= len(LRS)
 
     wait_for(ended, timeout=60, interval=0.3, what="the trials' ends")
     records = _records(runs)
