@@ -46,11 +46,15 @@ def without_leading_points(
 
 # A URL's userinfo runs to the last "@" of the URL: SQLAlchemy takes a raw "/", "#", "?" or ":"
 # in a password, so the first "/" or "?" does not end it. Whitespace does (a URL in a message).
-# Stopping at the last "@" may hide more than the userinfo (an "@" in the query), never less.
-_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>\S*)@")
+# Stopping at the last "@" may hide more than the userinfo (an "@" in the query), never less;
+# when that "@" was inside a query-string secret ("?password=a@b"), the value's rest ("after",
+# up to the next "&") is hidden too.
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>\S*)@(?P<after>[^&\s]*)")
 # The same without a scheme ("user:password@host", a URL missing its "postgresql://"): a word
 # that starts a token, a colon, and anything up to the token's last "@".
-_BARE_USERINFO = re.compile(r"(?<![^\s'\"(=,\[])(?P<user>[A-Za-z][A-Za-z0-9._-]*):(?P<secret>[^\s/][^\s]*)@")
+_BARE_USERINFO = re.compile(
+    r"(?<![^\s'\"(=,\[])(?P<user>[A-Za-z][A-Za-z0-9._-]*):(?P<secret>[^\s/][^\s]*)@(?P<after>[^&\s]*)"
+)
 # key=value (query strings, libpq conninfo) and 'key': 'value' (reprs, JSON) with a secret key.
 _SECRET_KEY = (
     r"(?:[A-Za-z0-9_.-]*?(?:password|passwd|secret|token|credentials?)"
@@ -62,6 +66,12 @@ _SECRET_ITEM = re.compile(rf"(?i)(?P<key>['\"]{_SECRET_KEY}['\"]\s*:\s*)(?P<valu
 # A user name shown as it is; anything else before the "@" (an access token, say) is hidden.
 _PLAIN_USER = re.compile(r"[A-Za-z][A-Za-z0-9._-]{0,31}")
 _TOKEN_PREFIX = re.compile(r"(?i)^(?:gh[pousr]_|github_pat_|glpat-|xox[abposr]-|sk-|ya29\.)")
+_ENDS_IN_SECRET_VALUE = re.compile(rf"(?i)\b{_SECRET_KEY}=[^&\s]*$")
+
+
+def _after_userinfo(hidden: str, after: str) -> str:
+    """What follows the hidden part's "@": hidden as well when the "@" cut a secret value."""
+    return "***" if _ENDS_IN_SECRET_VALUE.search(hidden) else after
 
 
 def redact(text: str) -> str:
@@ -74,11 +84,16 @@ def redact(text: str) -> str:
     """
 
     def hide_userinfo(match: re.Match[str]) -> str:
-        user, colon, _ = match.group("userinfo").partition(":")
+        userinfo = match.group("userinfo")
+        user, colon, _ = userinfo.partition(":")
         shown = user if _PLAIN_USER.fullmatch(user) and not _TOKEN_PREFIX.match(user) else "***"
         if not colon and shown == user:  # a user without a password: nothing to hide
             return match.group(0)
-        return f"{match.group('scheme')}{shown}:***@" if colon else f"{match.group('scheme')}***@"
+        after = _after_userinfo(userinfo, match.group("after"))
+        return f"{match.group('scheme')}{shown}{':***' if colon else ''}@{after}"
+
+    def hide_bare_userinfo(match: re.Match[str]) -> str:
+        return f"{match.group('user')}:***@{_after_userinfo(match.group('secret'), match.group('after'))}"
 
     def hide_value(match: re.Match[str]) -> str:
         value = match.group("value")
@@ -86,6 +101,6 @@ def redact(text: str) -> str:
         return f"{match.group('key')}{quote}***{quote}"
 
     text = _USERINFO.sub(hide_userinfo, text)
-    text = _BARE_USERINFO.sub(lambda match: f"{match.group('user')}:***@", text)
+    text = _BARE_USERINFO.sub(hide_bare_userinfo, text)
     text = _SECRET_ASSIGNMENT.sub(hide_value, text)
     return _SECRET_ITEM.sub(hide_value, text)

@@ -227,6 +227,14 @@ def test_a_bad_observer_url_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) ->
         ),
         ("https://h/x?token=abc&x=1", "https://h/x?token=***&x=1"),
         ("file:///tmp/runs", "file:///tmp/runs"),
+        # A raw "@" inside a query-string password: the part after it is hidden too.
+        ("mysql+pymysql://root@h/db?password=x@TopSecret9", "mysql+pymysql://***@***"),
+        (
+            "postgresql+psycopg://pg@h/db?password=abc@defghij&sslmode=require",
+            "postgresql+psycopg://***@***&sslmode=require",
+        ),
+        ("root:pw@h/db?password=x@Tail9 rest", "root:***@*** rest"),
+        ("see mongodb://u:p@h/db?authSource=a@b now", "see mongodb://u:***@b now"),
     ],
 )
 def test_redact_hides_credentials(text: str, expected: str) -> None:
