@@ -213,45 +213,17 @@ class Run:
                 self.beat_interval, self.beat, tick=tick, tick_interval=self.tick_interval
             )
             self._heartbeat.start()
-        if self.beat_interval > 0:
-            self._beat_events = self._send_beat_events()
+        if self.beat_interval > 0:  # Prefect events, for a watcher on another machine
+            from prefect_sacred.watch.remote import beat_sender_for
 
-    def _send_beat_events(self) -> BeatSender | None:
-        """A sender of the run's beats as Prefect events, for a watcher on another machine."""
-        from prefect.settings import PREFECT_API_URL
-
-        from prefect_sacred.watch.remote import BeatSender, beat_events_enabled
-
-        prefect_meta = self.meta_info.get("prefect") or {}
-        if not isinstance(prefect_meta, dict) or not prefect_meta.get("flow_run_id"):
-            return None
-        if not beat_events_enabled() or not PREFECT_API_URL.value():  # no server to hear them
-            return None
-        flow_name = self.experiment_info.get("name")
-        try:
-            from prefect.context import FlowRunContext
-
-            context = FlowRunContext.get()
-            if context is not None and context.flow is not None:
-                flow_name = context.flow.name  # what the watcher of the flow knows it by
-        except Exception:  # outside Prefect's context: the experiment's name is the flow's
-            pass
-        try:
-            return BeatSender(
-                {
-                    "flow": flow_name,
-                    "key": prefect_meta.get("task_run_id") or prefect_meta["flow_run_id"],
-                    "run_id": encode_value(self._id),
-                    "experiment": self.experiment_info.get("name"),
-                    "flow_run_id": prefect_meta["flow_run_id"],
-                    "flow_run_name": prefect_meta.get("flow_run_name"),
-                    "interval": self.beat_interval,
-                    "journal": self.fanout.journal is not None,
-                }
+            self._beat_events = beat_sender_for(
+                self.meta_info.get("prefect"),
+                run_id=self._id,
+                experiment=self.experiment_info.get("name"),
+                interval=self.beat_interval,
+                journal=self.fanout.journal is not None,
+                log=self.logger,
             )
-        except Exception as exc:  # liveness events are a nicety: never a reason to fail the run
-            self.logger.warning("run %s sends no beat events: %s: %s", self._id, type(exc).__name__, exc)
-            return None
 
     def _open_journal(self) -> None:
         """Start the run's journal; without one (disk full...) the run goes on, and says so."""

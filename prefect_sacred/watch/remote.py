@@ -50,6 +50,7 @@ __all__ = [
     "BeatSender",
     "RemoteBeats",
     "beat_events_enabled",
+    "beat_sender_for",
     "dead_after",
     "silence_limit",
 ]
@@ -202,6 +203,63 @@ class BeatSender:
     def _drop_client(self) -> None:
         client, self._api = self._api, None
         close_client(client)
+
+
+def beat_sender_for(
+    prefect_meta: Any,
+    *,
+    run_id: Any,
+    experiment: str | None,
+    interval: float,
+    journal: bool,
+    log: logging.Logger | logging.LoggerAdapter[Any] = logger,
+) -> BeatSender | None:
+    """A sender of a run's beats as Prefect events, or None when no watcher could hear them.
+
+    Args:
+        prefect_meta: The run's ``meta_info["prefect"]`` (its flow run, and task run for a trial).
+        run_id: The run's ``_id`` in its observers.
+        experiment: The experiment's name.
+        interval: Seconds between the run's beats.
+        journal: Whether the run keeps a journal (a watcher on its machine asks the lock instead).
+        log: Where to say that the run sends no beat events after all.
+
+    Returns:
+        None for a run outside a flow run, with beat events off or no Prefect API set.
+    """
+    from prefect.settings import PREFECT_API_URL
+
+    from prefect_sacred.journal.records import encode_value
+
+    if not isinstance(prefect_meta, dict) or not prefect_meta.get("flow_run_id"):
+        return None
+    if not beat_events_enabled() or not PREFECT_API_URL.value():  # no server to hear them
+        return None
+    flow_name = experiment
+    try:
+        from prefect.context import FlowRunContext
+
+        context = FlowRunContext.get()
+        if context is not None and context.flow is not None:
+            flow_name = context.flow.name  # what the watcher of the flow knows it by
+    except Exception:  # outside Prefect's context: the experiment's name is the flow's
+        pass
+    try:
+        return BeatSender(
+            {
+                "flow": flow_name,
+                "key": prefect_meta.get("task_run_id") or prefect_meta["flow_run_id"],
+                "run_id": encode_value(run_id),
+                "experiment": experiment,
+                "flow_run_id": prefect_meta["flow_run_id"],
+                "flow_run_name": prefect_meta.get("flow_run_name"),
+                "interval": interval,
+                "journal": journal,
+            }
+        )
+    except Exception as exc:  # liveness events are a nicety: never a reason to fail the run
+        log.warning("run %s sends no beat events: %s: %s", run_id, type(exc).__name__, exc)
+        return None
 
 
 @dataclass
