@@ -15,10 +15,14 @@ to that flow's completion, failure, crash and cancellation hooks (once). When th
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
+import os
+import threading
 from typing import TYPE_CHECKING, Any
 
+from prefect_sacred._prefect_api import close_client, open_client
 from prefect_sacred.flows.tasks import TrialLifecycle, TrialRun
 from prefect_sacred.journal.journal import RunJournal
 from prefect_sacred.journal.sync import sync_journal
@@ -158,24 +162,22 @@ def publish_trial(run: TrialRun) -> None:
     import json
     from uuid import UUID
 
-    from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import ArtifactCreate
 
     parent, task_run_id, name = run.trial
     row = row_of(run)
     try:
         text = json.dumps(flatten(row))
-        with get_client(httpx_settings={"timeout": _TIMEOUT}, sync_client=True) as client:
-            client.create_artifact(
-                ArtifactCreate(
-                    type="markdown",
-                    data=summary_markdown(name, [row]),
-                    flow_run_id=UUID(parent) if parent else None,
-                    task_run_id=UUID(task_run_id),
-                    description=f"Trial {name}: run {run._id} {run.status}",
-                    metadata_={_ROW_KEY: text},
-                )
+        _PUBLISHERS.client().create_artifact(
+            ArtifactCreate(
+                type="markdown",
+                data=summary_markdown(name, [row]),
+                flow_run_id=UUID(parent) if parent else None,
+                task_run_id=UUID(task_run_id),
+                description=f"Trial {name}: run {run._id} {run.status}",
+                metadata_={_ROW_KEY: text},
             )
+        )
     except Exception as exc:
         logger.warning("trial %s: cannot publish its summary: %s", name, exc)
 
@@ -184,15 +186,15 @@ def _published_rows(flow_run_id: UUID) -> dict[str, dict[str, Any]]:
     """The rows trials in other processes published, by task run id."""
     import json
 
-    from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
     rows: dict[str, dict[str, Any]] = {}
+    client = None
     try:
-        with get_client(httpx_settings={"timeout": _TIMEOUT}, sync_client=True) as client:
-            artifacts = client.read_artifacts(
-                artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
-            )
+        client = open_client(_TIMEOUT)
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
         for artifact in artifacts:
             text = (artifact.metadata_ or {}).get(_ROW_KEY)
             if text and artifact.task_run_id is not None:
@@ -200,7 +202,55 @@ def _published_rows(flow_run_id: UUID) -> dict[str, dict[str, Any]]:
                     rows[str(artifact.task_run_id)] = json.loads(text)
     except Exception as exc:
         logger.warning("cannot read the trials' summaries of flow run %s: %s", flow_run_id, exc)
+    finally:
+        close_client(client)
     return rows
+
+
+class _ProcessClients:
+    """One open Prefect client per process and API URL, for the trials that publish their rows.
+
+    A Ray or Dask worker runs trial after trial: a new client for each costs it about 60 ms
+    (loading CA certificates, a new connection). The clients' httpx clients are thread-safe,
+    and reconnect by themselves after a broken connection. A forked child never uses, nor
+    closes, its parent's (forgotten at the fork); a pickled trial does not carry them (they
+    belong to this module). They are closed when the process exits.
+    """
+
+    def __init__(self) -> None:
+        self._clients: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        self._closer_registered = False
+        # A lock held by another thread at a fork would stay held in the child forever.
+        os.register_at_fork(after_in_child=self._forked)
+
+    def client(self) -> Any:
+        """This process's client of the current ``PREFECT_API_URL``, opened on first use."""
+        from prefect.settings import PREFECT_API_URL
+
+        key = str(PREFECT_API_URL.value() or "")
+        with self._lock:
+            client = self._clients.get(key)
+            if client is None:
+                client = self._clients[key] = open_client(_TIMEOUT)
+                if not self._closer_registered:
+                    self._closer_registered = True
+                    atexit.register(self.close)
+            return client
+
+    def _forked(self) -> None:
+        self._lock = threading.Lock()
+        self._clients = {}
+
+    def close(self) -> None:
+        """Close this process's clients."""
+        with self._lock:
+            clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            close_client(client)
+
+
+_PUBLISHERS = _ProcessClients()
 
 
 def _is_trial_of(task_run: TaskRun, task_name: str) -> bool:
