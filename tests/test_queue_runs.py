@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -302,7 +302,7 @@ def test_ex_queue_records_queued_and_labels_the_flow_run_with_the_id(tmp_path: P
     with pytest.raises(ValueError, match="a queued run needs a deployment of flow"):
         ex.queue()
     assert not (tmp_path / "runs").exists()
-    ex.flow.to_deployment(name="train").apply()
+    cast(Any, ex.flow.to_deployment(name="train")).apply()  # a sync call: no coroutine
     queued = ex.queue({"epochs": 3}, options={"--comment": "later"})
     record = json.loads((tmp_path / "runs" / str(queued._id) / "run.json").read_text())
     assert (record["status"], record["meta"]["comment"]) == ("QUEUED", "later")

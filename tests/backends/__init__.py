@@ -64,6 +64,12 @@ class Backend:
         """Read run ``run_id`` back from the storage of the last ``observer()``."""
         raise NotImplementedError
 
+    def run_ids(self) -> list[str]:
+        """The ids (as strings) of every run in the storage of the last ``observer()``, read
+        from the storage itself: a run stored twice under one id is listed twice where the
+        storage allows it. The SQL backends share one database per session: every run in it."""
+        raise NotImplementedError
+
 
 def load_backends() -> list[Backend]:
     backends = []

@@ -9,10 +9,8 @@ lists the runs each got since, ``assert_trials_apart`` checks a sweep's trials i
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 from pytest import approx
@@ -54,48 +52,17 @@ class Fresh:
     def __init__(self, backends: list[Backend]) -> None:
         self.backends = backends
         self.observers: list[RunObserver] = [backend.observer() for backend in backends]
-        self._before = {backend.name: set(_stored_ids(backend)) for backend in backends}
+        self._before = {backend.name: set(backend.run_ids()) for backend in backends}
 
     def run_ids(self, backend: Backend) -> list[str]:
         """The ids of the runs ``backend`` got since, as stored (a duplicate stays one)."""
-        return [run_id for run_id in _stored_ids(backend) if run_id not in self._before[backend.name]]
+        return [run_id for run_id in backend.run_ids() if run_id not in self._before[backend.name]]
 
     def records(self, backend: Backend) -> dict[str, RunRecord]:
         """The runs ``backend`` got since, by id, read back with its own reader."""
         ids = self.run_ids(backend)
         assert len(set(ids)) == len(ids), f"{backend.name} holds an id twice: {sorted(ids)}"
         return {run_id: backend.record(run_id) for run_id in ids}
-
-
-def _stored_ids(backend: Backend) -> list[str]:
-    """The ids of every run in ``backend``'s current namespace, read from its storage."""
-    name = backend.name
-    of: Any = backend  # each subclass's own storage attributes
-    if name == "file_storage":
-        basedir = Path(of.basedir)
-        return [entry.name for entry in basedir.iterdir() if entry.name.isdigit()] if basedir.exists() else []
-    if name.startswith("sql_"):
-        import sqlalchemy as sa
-
-        engine = sa.create_engine(of.db_url)
-        try:
-            if not sa.inspect(engine).has_table("run"):
-                return []
-            with engine.connect() as conn:
-                return [str(row.run_id) for row in conn.execute(sa.text("select run_id from run"))]
-        finally:
-            engine.dispose()
-    if name == "tinydb":
-        path = Path(of.basedir) / "metadata.json"
-        tables = json.loads(path.read_text()) if path.exists() else {}
-        return [str(doc["_id"]) for doc in tables.get("runs", {}).values()]
-    if name == "mongo":
-        return [str(doc["_id"]) for doc in of.client[of.db_name].runs.find({}, {"_id": 1})]
-    if name in ("s3", "gcs"):
-        _, prefixes = of.store.listing(f"{of.basedir}/", "/")
-        names = [prefix.rstrip("/").rsplit("/", 1)[-1] for prefix in prefixes]
-        return [each for each in names if not each.startswith("_")]  # _sources/, _resources/
-    raise NotImplementedError(f"no run listing for backend {name!r}")
 
 
 def assert_trials_apart(

@@ -35,6 +35,10 @@ class FileStorageBackend(Backend):
     def cli_args(self) -> list[str]:
         return ["-F", str(self.basedir)]
 
+    def run_ids(self) -> list[str]:
+        basedir = Path(self.basedir)
+        return [entry.name for entry in basedir.iterdir() if entry.name.isdigit()] if basedir.exists() else []
+
     def record(self, run_id: Any) -> RunRecord:
         run_dir = Path(self.basedir, str(run_id))
         run = json.loads((run_dir / "run.json").read_text())

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.backends import Backend, BackendUnavailable, RunRecord
-from tests.backends.s3 import read_bucket_run
+from tests.backends.s3 import bucket_run_ids, read_bucket_run
 from tests.support import free_port, port_open
 
 BUCKET = "contract"
@@ -101,6 +101,9 @@ class GcsBackend(Backend):
 
     def cli_args(self) -> list[str]:
         return ["-G", self.url()]
+
+    def run_ids(self) -> list[str]:
+        return bucket_run_ids(self.store, self.basedir)
 
     def record(self, run_id: Any) -> RunRecord:
         return read_bucket_run(self.store, self.basedir, run_id)

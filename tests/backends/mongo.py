@@ -83,6 +83,9 @@ class MongoBackend(Backend):
     def cli_args(self) -> list[str]:
         return ["-m", f"127.0.0.1:{self.server.port}:{self.db_name}"]
 
+    def run_ids(self) -> list[str]:
+        return [str(doc["_id"]) for doc in self.client[self.db_name].runs.find({}, {"_id": 1})]
+
     def record(self, run_id: Any) -> RunRecord:
         return read_run(self.client[self.db_name], _numeric(run_id))
 

@@ -61,6 +61,13 @@ def read_bucket_run(store: Bucket, basedir: str, run_id: Any) -> RunRecord:
     )
 
 
+def bucket_run_ids(store: Bucket, basedir: str) -> list[str]:
+    """The ids of the runs below ``basedir``: its folders, but for ``_sources/`` and ``_resources/``."""
+    _, prefixes = store.listing(f"{basedir}/", "/")
+    names = [prefix.rstrip("/").rsplit("/", 1)[-1] for prefix in prefixes]
+    return [each for each in names if not each.startswith("_")]
+
+
 class S3Backend(Backend):
     name = "s3"
 
@@ -101,6 +108,9 @@ class S3Backend(Backend):
 
     def cli_args(self) -> list[str]:
         return ["-S", self.url()]
+
+    def run_ids(self) -> list[str]:
+        return bucket_run_ids(self.store, self.basedir)
 
     def record(self, run_id: Any) -> RunRecord:
         return read_bucket_run(self.store, self.basedir, run_id)

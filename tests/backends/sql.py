@@ -109,6 +109,18 @@ class _SqlBackend(Backend):
             self.observer()
         return read_run(self._engine, run_id)
 
+    def run_ids(self) -> list[str]:
+        import sqlalchemy as sa
+
+        engine = sa.create_engine(self.db_url)  # the observer's may be closed
+        try:
+            if not sa.inspect(engine).has_table("run"):
+                return []
+            with engine.connect() as conn:
+                return [str(row.run_id) for row in conn.execute(sa.text("select run_id from run"))]
+        finally:
+            engine.dispose()
+
 
 class SqliteBackend(_SqlBackend):
     name = "sql_sqlite"

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import json
 import os
+from pathlib import Path
 from typing import Any
 
 from prefect_sacred import TinyDbObserver, TinyDbReader
@@ -27,6 +29,11 @@ class TinyDbBackend(Backend):
 
     def cli_args(self) -> list[str]:
         return ["-t", str(self.basedir)]
+
+    def run_ids(self) -> list[str]:
+        path = Path(self.basedir) / "metadata.json"
+        tables = json.loads(path.read_text()) if path.exists() else {}
+        return [str(doc["_id"]) for doc in tables.get("runs", {}).values()]
 
     def record(self, run_id: Any) -> RunRecord:
         from tinydb import Query
