@@ -2,8 +2,10 @@
 
 ``prefect-sacred sync [JOURNAL_DIR ...]`` or ``prefect-sacred sync --all``: deliver what runs'
 journals hold to the observers that have not received it (like ``wandb sync``), in order and
-idempotently, and report per run and observer what was delivered and what could not be. Exits
-with status 1 when something is left, 2 on a malformed command line.
+idempotently, and report per run and observer what was delivered and what could not be.
+``prefect-sacred sync --mongo-dumps [PATH ...] [-m DB]``: write the runs a MongoObserver saved
+to files (when MongoDB could not take their end) back into MongoDB, once. Exits with status 1
+when something is left, 2 on a malformed command line.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ __all__ = ["main"]
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
-    from prefect_sacred.journal.journal import JOURNAL_DIR_ENV_VAR, RunJournal, journal_root
+    from prefect_sacred.journal.journal import JOURNAL_DIR_ENV_VAR
 
     parser = argparse.ArgumentParser(prog="prefect-sacred", description="prefect-sacred's tools")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -33,6 +35,25 @@ def main(argv: list[str] | None = None) -> int:
     sync.add_argument("journals", nargs="*", metavar="JOURNAL_DIR", help="journal directories")
     sync.add_argument(
         "--all", action="store_true", help="every journal on this machine (except runs still running)"
+    )
+    sync.add_argument(
+        "--mongo-dumps",
+        nargs="*",
+        metavar="PATH",
+        help=(
+            "restore the runs a MongoObserver saved to files into MongoDB: dump files, or directories "
+            "of sacred_mongo_fail_*.json (default ~/.prefect_sacred/mongo_failures); each restored "
+            "dump is renamed <name>.restored"
+        ),
+    )
+    sync.add_argument(
+        "-m",
+        "--mongo_db",
+        metavar="DB",
+        help=(
+            "the MongoDB of --mongo-dumps, as -m takes it ([HOST:PORT:]DB_NAME or a mongodb:// URI; "
+            "default: the one mongodb:// observer in PREFECT_SACRED_OBSERVERS)"
+        ),
     )
     watch = commands.add_parser(
         "watch",
@@ -61,9 +82,19 @@ def main(argv: list[str] | None = None) -> int:
         from prefect_sacred.watch.cli import watch_command
 
         return watch_command(options.experiment, dead_after=options.dead_after)
-    if not options.all and not options.journals:
-        parser.error("sync: give journal directories or --all")
+    if options.mongo_db is not None and options.mongo_dumps is None:
+        parser.error("sync: -m/--mongo_db goes with --mongo-dumps")
+    if not options.all and not options.journals and options.mongo_dumps is None:
+        parser.error("sync: give journal directories or --all (or --mongo-dumps)")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    status = _sync_journals(options) if options.all or options.journals else 0
+    if options.mongo_dumps is not None:
+        status = max(status, _restore_mongo_dumps(options.mongo_dumps, options.mongo_db))
+    return status
+
+
+def _sync_journals(options: argparse.Namespace) -> int:
+    from prefect_sacred.journal.journal import RunJournal, journal_root
     from prefect_sacred.journal.sync import sync_journal
 
     paths = list(options.journals)
@@ -86,6 +117,27 @@ def main(argv: list[str] | None = None) -> int:
         if not report.complete or any(outcome.lost for outcome in report.outcomes):
             status = 1 if report.skipped is None or not options.all else status
     return status
+
+
+def _restore_mongo_dumps(paths: list[str], mongo_db: str | None) -> int:
+    from prefect_sacred.observers.mongo.failures import DEFAULT_FAILURE_DIR
+    from prefect_sacred.observers.mongo.restore import find_dumps, mongo_target, restore_dumps
+    from prefect_sacred.observers.registry import ObserverConfigError
+
+    dumps = find_dumps(paths)
+    try:
+        # A malformed -m is an error even with nothing to restore; the environment is read only
+        # when there is something.
+        target = mongo_target(mongo_db) if mongo_db is not None or dumps else {}
+        reports = restore_dumps(dumps, target)
+    except ObserverConfigError as exc:
+        print(f"prefect-sacred sync: {exc}", file=sys.stderr)
+        return 2
+    if not reports:
+        print(f"no Mongo failure dumps in {', '.join(paths) or DEFAULT_FAILURE_DIR}")
+    for report in reports:
+        print(report.line())
+    return 0 if all(report.ok for report in reports) else 1
 
 
 def _seconds(text: str) -> float:
