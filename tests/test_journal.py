@@ -201,6 +201,44 @@ def test_a_hung_observer_delays_neither_the_others_nor_the_end_beyond_the_join_t
     hung.release.set()
 
 
+class SavesWhatItMissed(InMemoryObserver):
+    """A backend down from the first beat on, that can keep what it missed (as MongoObserver's
+    failure file does)."""
+
+    def __init__(self, where: Path) -> None:
+        super().__init__()
+        self.where = where
+        self.saved: list[str] = []
+
+    def heartbeat_event(self, *args: Any, **kwargs: Any) -> None:
+        raise ConnectionError("backend down")
+
+    def completed_event(self, *args: Any, **kwargs: Any) -> None:
+        raise ConnectionError("backend down")
+
+    def save_undelivered(self, events: Any, reason: str) -> str | None:
+        self.saved = [event.name for event in events]
+        self.where.write_text(reason)
+        return str(self.where)
+
+
+def test_without_a_journal_what_an_observer_missed_goes_to_its_own_save(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("PREFECT_SACRED_JOURNAL", "off")
+    down = SavesWhatItMissed(tmp_path / "missed.json")
+    run, _ = start_run(down, join_timeout=0.5)
+    assert run.journal_path is None
+    run.log_scalar("loss", 0.1)
+    run.beat()
+    with caplog.at_level(logging.ERROR):
+        run.complete(42)
+    assert down.saved[-1] == "completed_event" and "heartbeat_event" in down.saved
+    assert "backend down" in (tmp_path / "missed.json").read_text()
+    [line] = [r.getMessage() for r in caplog.records if "not delivered" in r.getMessage()]
+    assert line.endswith(f"the run keeps no journal; saved by the observer to {tmp_path / 'missed.json'}")
+
+
 def test_a_config_value_that_cannot_be_copied_is_the_runs_error_not_an_observers() -> None:
     class Uncopyable:
         def __deepcopy__(self, memo: Any) -> Any:

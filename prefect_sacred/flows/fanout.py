@@ -386,7 +386,9 @@ class ObserverFanout:
             if not (worker.events or worker.busy):
                 worker.stop()
                 continue
-            worker.stop()
+            # Without a journal the observer's own save is the last resort: give its thread a
+            # moment to end the attempt in progress (never two calls at once to an observer).
+            worker.stop(wait=0.0 if self.journal is not None else 1.0)
             left = [d for d in worker.take_undelivered() if d.event.name != "join"]
             if left:
                 self.undelivered[worker.name] = self.undelivered.get(worker.name, 0) + len(left)
@@ -407,9 +409,25 @@ class ObserverFanout:
             f"({names}; last error: {reason})"
         )
         if self.journal is None:
+            saved = self._save_undelivered(worker, left)
+            if saved:
+                return f"{line}; the run keeps no journal; saved by the observer to {redact(saved)}"
             return f"{line}; the run keeps no journal, so they are lost"
         where = self.journal.path
         return f"{line}; kept in the journal {where}: deliver them with `prefect-sacred sync {where}`"
+
+    def _save_undelivered(self, worker: DeliveryWorker, left: list[Delivery]) -> str | None:
+        """The observer's ``save_undelivered`` of ``left`` (a Mongo failure file...), when its
+        thread has ended; None when it cannot save them (or is still inside a call)."""
+        save = getattr(worker.observer, "save_undelivered", None)  # Sacred's observers lack it
+        if save is None or (worker.thread is not None and worker.thread.is_alive()):
+            return None
+        try:
+            saved = save([delivery.event for delivery in left], worker.last_error or "no answer")
+        except Exception as exc:
+            self.log.error("observer %s could not save what it missed: %s", worker.name, describe_error(exc))
+            return None
+        return str(saved) if saved else None
 
     def locations(self) -> list[tuple[str, str]]:
         """``(observer, where it stored this run)`` for every started observer that can tell."""
