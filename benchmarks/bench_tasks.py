@@ -11,8 +11,10 @@ Prefect's thread pool, ``--repeats`` times each way:
 
 ``--runner ray`` runs the trials on prefect-ray's ``RayTaskRunner`` instead (a local Ray with
 2 CPUs, started once; the ways then pay Ray's pickling and one worker process per CPU).
+``--runner dask`` runs them on prefect-dask's ``DaskTaskRunner`` over a ``distributed.LocalCluster``
+of 2 worker processes with 2 threads each, started once.
 
-    .venv/bin/python benchmarks/bench_tasks.py [--trials 16] [--repeats 3] [--runner ray]
+    .venv/bin/python benchmarks/bench_tasks.py [--trials 16] [--repeats 3] [--runner ray|dask]
 """
 
 from __future__ import annotations
@@ -56,18 +58,23 @@ def bare(lr: float) -> float:
     return body(lr)
 
 
-def task_runner(kind: str) -> Any:
+def task_runner(kind: str, address: str | None = None) -> Any:
+    """A new task runner of ``kind`` (a Dask one uses the cluster at ``address``)."""
     if kind == "ray":
         from prefect_ray import RayTaskRunner
 
         return RayTaskRunner()
+    if kind == "dask":
+        from prefect_dask import DaskTaskRunner
+
+        return DaskTaskRunner(address=address)
     return ThreadPoolTaskRunner(max_workers=4)
 
 
-def sweep_seconds(trial_task: Any, trials: int, runner: str = "threads") -> float:
+def sweep_seconds(trial_task: Any, trials: int, runner: str = "threads", address: str | None = None) -> float:
     lrs = [0.001 * (i + 1) for i in range(trials)]
 
-    @flow(task_runner=task_runner(runner))
+    @flow(task_runner=task_runner(runner, address))
     def sweep() -> list[float]:
         return [future.result() for future in trial_task.map(lr=lrs)]
 
@@ -80,7 +87,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--runner", choices=["threads", "ray"], default="threads")
+    parser.add_argument("--runner", choices=["threads", "ray", "dask"], default="threads")
     args = parser.parse_args()
     if not os.environ.get("PREFECT_API_URL"):
         sys.exit("set PREFECT_API_URL to a running Prefect server (prefect server start)")
@@ -98,16 +105,37 @@ def main() -> None:
 
         # Started here, once: RayTaskRunner uses it and leaves it running between sweeps.
         ray.init(num_cpus=2, include_dashboard=False, object_store_memory=80 * 1024**2, log_to_driver=False)
-    sweep_seconds(bare, 2, args.runner)  # warm up Prefect's client and the flow machinery (Ray's workers)
+    cluster = None
+    if args.runner == "dask":
+        import distributed
+
+        cluster = distributed.LocalCluster(
+            n_workers=2, threads_per_worker=2, processes=True, dashboard_address=None
+        )
+    address = cluster.scheduler_address if cluster is not None else None
+    try:
+        measure(args, ways, address)
+    finally:
+        if cluster is not None:
+            cluster.close()
+
+
+def measure(args: argparse.Namespace, ways: dict[str, tuple[Any, list[Any]]], address: str | None) -> None:
+    """Run the sweeps round robin and print the table."""
+    # Warm up Prefect's client and the flow machinery (Ray's or Dask's workers).
+    sweep_seconds(bare, 2, args.runner, address)
     times: dict[str, list[float]] = {name: [] for name in ways}
     tasks = {name: given if given is not None else ex.task() for name, (given, _) in ways.items()}
     for _ in range(args.repeats):  # round robin: a shared machine's drift hits every way alike
         for name, (_, observers) in ways.items():
             ex.observers[:] = observers
-            times[name].append(sweep_seconds(tasks[name], args.trials, args.runner))
+            times[name].append(sweep_seconds(tasks[name], args.trials, args.runner, address))
     results = {name: statistics.median(each) / args.trials for name, each in times.items()}
     base = results["bare Prefect task"]
-    where = "a local Ray (2 CPUs)" if args.runner == "ray" else "a 4-thread pool"
+    where = {
+        "ray": "a local Ray (2 CPUs)",
+        "dask": "a Dask LocalCluster (2 processes x 2 threads)",
+    }.get(args.runner, "a 4-thread pool")
     print(f"## {args.trials} trials on {where}, median of {args.repeats} sweeps\n")
     print("| way | per trial (ms) | over bare (ms) | ratio |")
     print("|---|---|---|---|")

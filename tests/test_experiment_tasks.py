@@ -242,3 +242,125 @@ def test_a_cancelled_served_sweep_is_ended_by_the_serve_process(tmp_path: Any) -
     assert metrics["loss"]["values"] == pytest.approx([0.3, 0.6, 0.9])
     summary = _flow_run_artifacts(flow_run.id)
     assert "1 trial (1 INTERRUPTED)" in summary[0].data
+    assert "loss=0.9" in summary[0].data  # its last metric, from its journal
+
+
+def _task_runs_recorded(flow_run_id: Any, count: int) -> None:
+    """Wait until Prefect has recorded ``count`` task runs of the flow run (it records them from
+    events, a moment after they ran)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    deadline = time.monotonic() + 30
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            runs = client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+            )
+            if len(runs) >= count:
+                return
+            time.sleep(0.2)
+    raise AssertionError(f"{len(runs)} task runs of flow run {flow_run_id} recorded, not {count}")
+
+
+def test_the_parent_knows_its_trials_by_their_task_not_their_names() -> None:
+    """Trials with their own task run names are the task's trials; a task whose name starts
+    with the experiment's is not (the parent's hook reads its trials in other processes so)."""
+    from prefect import task as prefect_task
+
+    from prefect_sacred.flows.tasks import trial_key
+
+    named = ex.task(task_run_name="lr-{lr}")
+    assert named.with_options(name="other").task_key == trial_key("other")
+
+    @prefect_task(name="sweep_trial-prep")
+    def prep() -> int:
+        return 1
+
+    @flow(task_runner=ThreadPoolTaskRunner(max_workers=4))
+    def sweep() -> None:
+        prep()
+        for future in named.map(lr=[0.1, 0.2]):
+            future.wait()
+
+    state = sweep(return_state=True)
+    assert state.is_completed()
+    flow_run_id = state.state_details.flow_run_id
+    _task_runs_recorded(flow_run_id, 3)
+    trials = named.sweep_hook._trials_elsewhere(flow_run_id, known=set())
+    assert sorted(task_run.name for task_run in trials) == ["lr-0.1", "lr-0.2"]
+
+
+def test_the_parent_reads_every_trial_of_a_sweep_bigger_than_a_page() -> None:
+    """The server returns 200 task runs or artifacts per call: the parent reads them all."""
+    import json
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import ArtifactCreate
+
+    from prefect_sacred.flows.sweep import _published_rows
+
+    count = 205
+    big = ex.task()
+
+    @flow
+    def parent() -> None:
+        pass
+
+    with get_client(sync_client=True) as client:
+        flow_run = client.create_flow_run(parent)
+        for index in range(count):
+            task_run = client.create_task_run(big, flow_run.id, dynamic_key=str(index), name=f"t-{index}")
+            row = {"trial": f"t-{index}", "id": index, "status": "COMPLETED", "config": "", "metrics": ""}
+            client.create_artifact(
+                ArtifactCreate(
+                    type="markdown",
+                    data=f"trial {index}",
+                    flow_run_id=flow_run.id,
+                    task_run_id=task_run.id,
+                    metadata_={"prefect_sacred_trial": json.dumps(row)},
+                )
+            )
+    trials = big.sweep_hook._trials_elsewhere(flow_run.id, known=set())
+    assert len(trials) == count
+    rows = _published_rows(flow_run.id)
+    assert sorted(row["id"] for row in rows.values()) == list(range(count))
+    assert set(rows) == {str(task_run.id) for task_run in trials}
+
+
+threads_ex = Experiment("thread_trial")
+
+
+@threads_ex.config
+def threads_cfg() -> None:
+    lr = 0.01  # noqa: F841
+
+
+@threads_ex.main
+def threads_main(lr: float) -> None:
+    print(f"main thread lr={lr}")
+    child = threading.Thread(target=lambda: print(f"child thread lr={lr}"))
+    child.start()
+    child.join()
+
+
+def test_output_of_a_thread_the_trial_starts_is_the_trials() -> None:
+    """``sys`` capture: a thread started in the body has no context; its output is still the
+    run's when no other run in the process started before the thread."""
+    memory = InMemoryObserver()
+    threads_ex.observers[:] = [memory]
+    try:
+        threads_ex.run(config_updates={"lr": 0.5}, options={"--capture": "sys"})
+
+        @flow(task_runner=ThreadPoolTaskRunner(max_workers=1))
+        def sweep() -> None:
+            for future in threads_ex.task().map(lr=[0.1, 0.2]):
+                future.wait()
+
+        assert sweep(return_state=True).is_completed()
+    finally:
+        threads_ex.observers.clear()
+    outputs = {run["config"]["lr"]: run["captured_out"] for run in memory.runs}
+    for lr, output in outputs.items():
+        assert output.splitlines() == [f"main thread lr={lr}", f"child thread lr={lr}"], output
+    assert sorted(outputs) == [0.1, 0.2, 0.5]

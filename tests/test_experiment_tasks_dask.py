@@ -100,11 +100,13 @@ def test_eight_trials_in_dask_workers(every_backend: list[Backend], cluster: Any
     )
 
 
-def test_a_killed_worker_fails_its_trial(cluster: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize("options", [{}, {"task_run_name": "lr-{lr}"}], ids=["default-names", "own-names"])
+def test_a_killed_worker_fails_its_trial(cluster: Any, tmp_path: Path, options: dict[str, Any]) -> None:
+    """Also when the trials' task runs have names of their own: the parent knows them by task."""
     from prefect import flow
 
     ex.observers[:] = [FileStorageObserver(tmp_path)]
-    task = ex.task()
+    task = ex.task(**options)
 
     @flow(task_runner=DaskTaskRunner(address=cluster.scheduler_address))
     def sweep() -> list[float]:
@@ -115,7 +117,10 @@ def test_a_killed_worker_fails_its_trial(cluster: Any, tmp_path: Path) -> None:
     finally:
         ex.observers.clear()
     assert state.is_failed()
-    assert "2 trials (1 COMPLETED, 1 FAILED)" in sweep_summary(state.state_details.flow_run_id)
+    summary = sweep_summary(state.state_details.flow_run_id)
+    assert "2 trials (1 COMPLETED, 1 FAILED)" in summary
+    [killed_row] = [line for line in summary.splitlines() if "| FAILED |" in line]
+    assert "loss=0.6" in killed_row  # its last metric, from its journal
     runs = {run["config"]["lr"]: run for run in file_runs(tmp_path).values()}
     assert runs[0.1]["run"]["status"] == "COMPLETED"
     killed = runs[0.2]

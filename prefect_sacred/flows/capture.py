@@ -8,7 +8,9 @@ waits for the pipes to drain, so the tail is never lost (Sacred's ``fd`` mode dr
 
 ``fd`` capture is a process-wide resource: a run that starts while another run in the same
 process holds it falls back to ``sys`` mode. ``sys`` mode routes writes by context variable, so
-overlapping runs in one process each get only their own output.
+overlapping runs in one process each get only their own output. A thread started by a run's code
+has no context: its writes go to the one live ``sys`` run that started before the thread, and
+are not captured when several such runs are live.
 """
 
 from __future__ import annotations
@@ -288,7 +290,7 @@ class _Tee:
         self._stream = stream
 
     def write(self, text: str) -> int:
-        sink = _sys_sink.get()
+        sink = _sys_sink.get() or _orphan_sink()
         if sink is not None:
             sink._append(text)
         return self._stream.write(text)
@@ -297,23 +299,40 @@ class _Tee:
         return getattr(self._stream, name)
 
 
+def _orphan_sink() -> _SysCapture | None:
+    """The run a write from a thread without a run context belongs to, if only one can own it.
+
+    A thread the run's code starts (``threading.Thread``, a DataLoader's workers) does not
+    inherit the run's context. Its writes go to the one live ``sys`` capture that started
+    before the thread did; with several such runs (or none) they are not captured.
+    """
+    thread = threading.current_thread()
+    owners = [capture for capture in _sys_captures if thread not in capture._threads_before]
+    return owners[0] if len(owners) == 1 else None
+
+
 _tee_lock = threading.Lock()
 _tee_users = 0
+#: The live ``sys`` captures of this process (a tuple, replaced whole: writes read it unlocked).
+_sys_captures: tuple[_SysCapture, ...] = ()
 
 
 class _SysCapture:
     mode = "sys"
 
     def __init__(self) -> None:
-        global _tee_users
+        global _tee_users, _sys_captures
         self._parts: list[str] = []
         self._lock = threading.Lock()
+        self._stopped = False
+        #: Threads that were running before this run: their context-less writes are not its.
+        self._threads_before = frozenset(threading.enumerate())
         with _tee_lock:
             if _tee_users == 0:
                 sys.stdout = _Tee(sys.stdout)
                 sys.stderr = _Tee(sys.stderr)
             _tee_users += 1
-        self._stopped = False
+            _sys_captures = (*_sys_captures, self)
 
     def bind(self) -> contextvars.Token[Any]:
         return _sys_sink.set(self)
@@ -330,11 +349,12 @@ class _SysCapture:
         return text
 
     def stop(self) -> None:
-        global _tee_users
+        global _tee_users, _sys_captures
         if self._stopped:
             return
         self._stopped = True
         with _tee_lock:
+            _sys_captures = tuple(capture for capture in _sys_captures if capture is not self)
             _tee_users -= 1
             if _tee_users == 0:
                 for name in ("stdout", "stderr"):

@@ -23,16 +23,19 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from prefect_sacred._prefect_api import close_client, open_client
-from prefect_sacred.flows.tasks import TrialLifecycle, TrialRun
+from prefect_sacred.flows.tasks import TrialLifecycle, TrialRun, trial_key
 from prefect_sacred.journal.journal import RunJournal
 from prefect_sacred.journal.sync import sync_journal
 from prefect_sacred.serialization import flatten
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from uuid import UUID
 
     from prefect import Flow, Task
     from prefect.client.schemas.objects import FlowRun, State, TaskRun
+
+    from prefect_sacred.journal.sync import SyncReport
 
 __all__ = ["SweepHook", "publish_trial", "row_of", "summary_markdown", "watch_parent"]
 
@@ -108,17 +111,21 @@ class SweepHook:
             _publish(flow_run.id, self.task_name, summary_markdown(self.task_name, rows))
 
     def _trials_elsewhere(self, flow_run_id: UUID, known: set[str]) -> list[TaskRun]:
-        from prefect.client.orchestration import get_client
         from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+        from prefect.client.schemas.sorting import TaskRunSort
 
-        with get_client(httpx_settings={"timeout": _TIMEOUT}, sync_client=True) as client:
-            task_runs = client.read_task_runs(
-                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+        client = open_client(_TIMEOUT)
+        try:
+            task_runs = _every_page(
+                client.read_task_runs,
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
+                sort=TaskRunSort.ID_DESC,
             )
+        finally:
+            close_client(client)
+        key = trial_key(self.task_name)
         return [
-            task_run
-            for task_run in task_runs
-            if str(task_run.id) not in known and _is_trial_of(task_run, self.task_name)
+            task_run for task_run in task_runs if str(task_run.id) not in known and task_run.task_key == key
         ]
 
     def _finish_elsewhere(
@@ -140,18 +147,47 @@ class SweepHook:
         except Exception:
             observers = []
         try:
+            # Kept until its last metrics are read for the summary (_end_journal).
             report = sync_journal(
-                path, status=status, fail_trace=trace, wait=_JOURNAL_WAIT, rebuilt=observers
+                path, status=status, fail_trace=trace, wait=_JOURNAL_WAIT, rebuilt=observers, delete=False
             )
         except Exception as exc:
             logger.error("trial %s: cannot deliver its journal %s: %s", task_run.name, path, exc)
             return row, False
         if report.skipped is not None:  # its process still holds it: alive after all
             return row, False
-        row.update(id=report.run_id, status=status)
+        row.update(id=report.run_id, status=status, metrics=_pairs(_end_journal(path, report)))
         for line in report.lines():
             logger.info("%s", line)
         return row, True
+
+
+def _end_journal(path: str, report: SyncReport) -> dict[str, Any]:
+    """The last value of each metric in a synced journal, which is then deleted if complete."""
+    from prefect_sacred.journal.records import restore_value
+
+    last: dict[str, Any] = {}
+    try:
+        journal = RunJournal.open(path)
+    except Exception as exc:  # left on disk for `prefect-sacred sync`; the row goes without them
+        logger.warning("cannot read the journal %s: %s", path, exc)
+        return last
+    try:
+        for record in journal.records():
+            if record.get("kind") == "points":
+                for name, columns in record["points"].items():
+                    if columns["values"]:
+                        value = columns["values"][-1]
+                        last[name] = restore_value(value) if isinstance(value, dict) else value
+    except Exception as exc:
+        logger.warning("cannot read the metrics in the journal %s: %s", path, exc)
+    finally:
+        if report.complete:
+            journal.delete()
+            report.deleted = True
+        else:
+            journal.close()
+    return last
 
 
 def publish_trial(run: TrialRun) -> None:
@@ -187,13 +223,16 @@ def _published_rows(flow_run_id: UUID) -> dict[str, dict[str, Any]]:
     import json
 
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+    from prefect.client.schemas.sorting import ArtifactSort
 
     rows: dict[str, dict[str, Any]] = {}
     client = None
     try:
         client = open_client(_TIMEOUT)
-        artifacts = client.read_artifacts(
-            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        artifacts = _every_page(
+            client.read_artifacts,
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])),
+            sort=ArtifactSort.ID_DESC,
         )
         for artifact in artifacts:
             text = (artifact.metadata_ or {}).get(_ROW_KEY)
@@ -253,9 +292,18 @@ class _ProcessClients:
 _PUBLISHERS = _ProcessClients()
 
 
-def _is_trial_of(task_run: TaskRun, task_name: str) -> bool:
-    name = task_run.name or ""
-    return name == task_name or name.startswith(f"{task_name}-")
+def _every_page(read: Callable[..., list[Any]], **filters: Any) -> list[Any]:
+    """Everything ``read`` finds, a page at a time: the server returns at most a page per call.
+
+    The server's page size is its own setting (200 by default), so pages are read until one
+    comes back empty. ``filters`` must sort by a total order (an id): the offsets stay valid.
+    """
+    items: dict[Any, Any] = {}
+    offset = 0
+    while page := read(**filters, offset=offset):
+        offset += len(page)
+        items.update((item.id, item) for item in page)  # a late insert can shift one over
+    return list(items.values())
 
 
 def _trial_status(state: State[Any]) -> str:

@@ -56,7 +56,7 @@ if TYPE_CHECKING:
 
     from prefect_sacred.flows.experiment import Experiment
 
-__all__ = ["ExperimentTask", "TrialRun", "experiment_task"]
+__all__ = ["ExperimentTask", "TrialRun", "experiment_task", "trial_key"]
 
 #: A trial's default capture mode: trials share the process with other trials (threads).
 DEFAULT_TRIAL_CAPTURE = "sys"
@@ -424,7 +424,18 @@ class ExperimentTask(Task):  # type: ignore[type-arg]
     def with_options(self, *args: Any, **kwargs: Any) -> Any:
         copied = super().with_options(*args, **kwargs)
         copied.__class__ = ExperimentTask  # Prefect builds a plain Task: keep watching parents
+        copied.task_key = trial_key(copied.name)
         return copied
+
+
+def trial_key(task_name: str) -> str:
+    """The ``task_key`` of the experiment task named ``task_name``, recorded on its task runs.
+
+    The parent flow's hook knows the task's trials by it, whatever their task run names, and
+    no other task has it. Prefect derives a task's key from its function, which every
+    ``ex.task()`` shares; the key is the same in every process that builds the task.
+    """
+    return f"prefect_sacred.trial.{task_name}"
 
 
 def _lifecycle_of(task: Task[Any, Any]) -> TrialLifecycle | None:
@@ -468,4 +479,6 @@ def experiment_task(
         "on_failure": [lifecycle.on_failure, *task_options.pop("on_failure", [])],
     }
     options = {"name": experiment.name, "description": flow.description, **task_options, **hooks}
-    return ExperimentTask(body, **options)
+    task = ExperimentTask(body, **options)
+    task.task_key = trial_key(task.name)
+    return task
