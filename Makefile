@@ -23,9 +23,12 @@ $(VENV)/.installed: requirements/dev.lock pyproject.toml
 example: setup
 	$(BIN)/python deployments/train.py with epochs=5 -F my_runs
 
+# Style, formatting, types, and the package's layers (pyproject's [tool.importlinter]).
 lint: setup
 	$(BIN)/ruff check prefect_sacred tests benchmarks deployments
+	$(BIN)/ruff format --check prefect_sacred tests benchmarks deployments
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 test: lint $(if $(CI),chromium)
 	$(BIN)/python -m pytest

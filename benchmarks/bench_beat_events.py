@@ -1,7 +1,7 @@
 """What a run's beat event (``prefect-sacred.run.heartbeat``) costs per beat, beside the event off.
 
 Needs a Prefect server (``PREFECT_API_URL``; ``prefect server start`` in another shell). A real
-:class:`~prefect_sacred.flows.run.Run` with a FileStorageObserver beats ``--beats`` times, with
+:class:`~prefect_sacred.core.run.Run` with a FileStorageObserver beats ``--beats`` times, with
 ``PREFECT_SACRED_BEAT_EVENTS`` off and on. Reported per beat:
 
 * ``Run.beat`` on the calling (heartbeat) thread: what the run itself waits for;
@@ -36,7 +36,8 @@ def _flow_run() -> tuple[str, str]:
 
 
 def measure(beats: int, events: bool, flow_run: tuple[str, str]) -> dict[str, Any]:
-    from prefect_sacred.flows.run import Run
+    from prefect_sacred.core.run import Run
+    from prefect_sacred.flows.beat_events import beat_sender_for
     from prefect_sacred.observers.file_storage import FileStorageObserver
 
     os.environ["PREFECT_SACRED_BEAT_EVENTS"] = "on" if events else "off"
@@ -51,6 +52,7 @@ def measure(beats: int, events: bool, flow_run: tuple[str, str]) -> dict[str, An
             beat_interval=3600.0,  # its own heartbeat stays quiet: the beats are ours, timed
             capture_mode="no",
             journal=False,
+            beat_events=beat_sender_for,
         )
         run.start()
         sender = run._beat_events

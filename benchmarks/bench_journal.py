@@ -31,18 +31,31 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from prefect_sacred.flows.run import Run
+from prefect_sacred.core.run import Run
 from prefect_sacred.observers.file_storage import FileStorageObserver
 
 EX_INFO: dict[str, Any] = {
-    "name": "bench", "base_dir": ".", "sources": [], "dependencies": [], "repositories": [],
+    "name": "bench",
+    "base_dir": ".",
+    "sources": [],
+    "dependencies": [],
+    "repositories": [],
     "mainfile": None,
 }
 
 
 def our_run(observers: list[Any], journal: bool, beat_interval: float) -> Run:
-    run = Run(experiment_info=dict(EX_INFO), host_info={}, meta_info={}, config={}, command="main",
-              observers=observers, beat_interval=beat_interval, capture_mode="no", journal=journal)
+    run = Run(
+        experiment_info=dict(EX_INFO),
+        host_info={},
+        meta_info={},
+        config={},
+        command="main",
+        observers=observers,
+        beat_interval=beat_interval,
+        capture_mode="no",
+        journal=journal,
+    )
     run.start()
     if run.start_error is not None:
         raise run.start_error
@@ -85,8 +98,8 @@ def durable_ours(points: int, journal: bool) -> float:
 
 def journal_rate(points: int, per_tick: int = 100_000) -> float:
     """Points/s the journal itself makes durable: ticks of ``per_tick`` points, encoded and appended."""
-    from prefect_sacred.flows.metrics import MetricsLogger
-    from prefect_sacred.journal import RunJournal
+    from prefect_sacred.core.journal import RunJournal
+    from prefect_sacred.core.metrics import MetricsLogger
 
     logger = MetricsLogger()
     journal = RunJournal.create(None, {})
@@ -152,12 +165,16 @@ def main() -> None:
     sacred = durable_sacred(args.points)
     with_journal = durable_ours(args.points, journal=True)
     without = durable_ours(args.points, journal=False)
-    for name, rate in (("ours, journal on", with_journal), ("ours, journal off", without),
-                       ("Sacred 0.8.7 FileStorageObserver", sacred)):
+    for name, rate in (
+        ("ours, journal on", with_journal),
+        ("ours, journal off", without),
+        ("Sacred 0.8.7 FileStorageObserver", sacred),
+    ):
         print(f"| {name} | {rate:,.0f} | {rate / sacred:.2f}x |")
     rate = journal_rate(args.points)
-    print(f"| the journal alone (durable on local disk within a second) | {rate:,.0f} | "
-          f"{rate / sacred:.2f}x |")
+    print(
+        f"| the journal alone (durable on local disk within a second) | {rate:,.0f} | {rate / sacred:.2f}x |"
+    )
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ Two levels:
   in the observer's calls (CPU time, since wall time on a shared machine moves by 2x): when a
   call returns, its points are on disk (our journal append, or Sacred's ``metrics.json``
   rewrite).
-* **run**: a whole run (ours: :class:`~prefect_sacred.flows.run.Run` with its heartbeat thread,
+* **run**: a whole run (ours: :class:`~prefect_sacred.core.run.Run` with its heartbeat thread,
   no Prefect flow; Sacred: ``Experiment.run``) logging the points with ``log_scalar`` as fast
   as it can, ``--beat-interval`` seconds between beats. Points waiting for a beat live in the
   run (packed, about 24 bytes a point, until each observer's thread takes them 50,000 at a
@@ -85,7 +85,7 @@ def _observer(kind: str, workdir: str) -> Any:
 
 def observer_case(kind: str, points: int, beat_points: int, workdir: str) -> dict[str, float]:
     """Feed ``points`` points to one observer in beats; time only the observer's calls."""
-    from prefect_sacred.flows.metrics import linearize_metrics
+    from prefect_sacred.core.metrics import linearize_metrics
 
     observer = _observer(kind, workdir)
     observer.started_event(
@@ -137,7 +137,7 @@ def run_case(kind: str, points: int, beat_interval: float, workdir: str) -> dict
         cpu = time.process_time() - started_cpu
         return {"peak_rss_mb": peak_rss_mb(), "seconds": time.perf_counter() - started, "cpu_seconds": cpu}
 
-    from prefect_sacred.flows.run import Run
+    from prefect_sacred.core.run import Run
 
     run = Run(
         experiment_info=dict(EX_INFO),

@@ -31,7 +31,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from prefect_sacred.flows.run import Run
+from prefect_sacred.core.run import Run
 from prefect_sacred.observers.file_storage import FileStorageObserver
 from prefect_sacred.observers.queue import QueueObserver
 from tests.support import InjectedOutput

@@ -40,8 +40,13 @@ def ours(beats: int, metrics: int) -> tuple[list[float], int]:
     observer = PrefectArtifactsObserver(min_interval=0)
     start = dt.datetime(2026, 1, 1)
     observer.started_event(
-        ex_info={"name": "bench"}, command="main", host_info={}, start_time=start, config={},
-        meta_info={"prefect": {"flow_run_id": str(_flow_run_id()), "flow_run_name": "bench"}}, _id=1,
+        ex_info={"name": "bench"},
+        command="main",
+        host_info={},
+        start_time=start,
+        config={},
+        meta_info={"prefect": {"flow_run_id": str(_flow_run_id()), "flow_run_name": "bench"}},
+        _id=1,
     )
     times = []
     for beat in range(beats):
@@ -84,16 +89,20 @@ def main() -> None:
     args = parser.parse_args()
     if not os.environ.get("PREFECT_API_URL"):
         sys.exit("set PREFECT_API_URL to a running Prefect server (prefect server start)")
-    rows = [("PrefectArtifactsObserver", *ours(args.beats, args.metrics)),
-            ("by hand (progress + table helpers)", *by_hand(args.beats, args.metrics))]
+    rows = [
+        ("PrefectArtifactsObserver", *ours(args.beats, args.metrics)),
+        ("by hand (progress + table helpers)", *by_hand(args.beats, args.metrics)),
+    ]
     base = statistics.median(rows[0][1])
     print(f"{args.beats} beats, {args.metrics} metrics\n")
     print("| way | median ms / beat | max ms / beat | API calls / beat | median vs ours |")
     print("|---|---|---|---|---|")
     for name, times, calls in rows:
         median = statistics.median(times)
-        print(f"| {name} | {median * 1e3:.1f} | {max(times) * 1e3:.1f} | {calls / args.beats:.2f} | "
-              f"{median / base:.1f}x |")
+        print(
+            f"| {name} | {median * 1e3:.1f} | {max(times) * 1e3:.1f} | {calls / args.beats:.2f} | "
+            f"{median / base:.1f}x |"
+        )
 
 
 if __name__ == "__main__":

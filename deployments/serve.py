@@ -24,7 +24,7 @@ DEFAULT_RUNS = Path(__file__).resolve().parent.parent / "my_runs"
 def absolute_file_urls(urls: str) -> str:
     """``urls`` with each ``file://`` URL's path made absolute."""
     return " ".join(
-        f"file://{os.path.abspath(url[len('file://'):])}" if url.startswith("file://") else url
+        f"file://{os.path.abspath(url[len('file://') :])}" if url.startswith("file://") else url
         for url in urls.split()
     )
 

@@ -10,14 +10,10 @@ from prefect_sacred._lazy import lazy_attributes as _lazy_attributes
 
 if _typing.TYPE_CHECKING:
     from prefect_sacred.config import Ingredient
-    from prefect_sacred.flows import (
-        Experiment,
-        ObserverError,
-        Run,
-        UsageError,
-        apply_backspaces_and_linefeeds,
-        current_run,
-    )
+    from prefect_sacred.core.capture import apply_backspaces_and_linefeeds
+    from prefect_sacred.core.run import ObserverError, Run, current_run
+    from prefect_sacred.experiment import Experiment
+    from prefect_sacred.flows.options import UsageError
     from prefect_sacred.observers import (
         FileStorageObserver,
         GoogleCloudStorageObserver,
@@ -66,12 +62,19 @@ __all__ = [
     "current_run",
 ]
 
-_FLOWS = ("Experiment", "ObserverError", "Run", "UsageError", "apply_backspaces_and_linefeeds", "current_run")
-__getattr__ = _lazy_attributes(
+_ELSEWHERE = {
+    "Experiment": "prefect_sacred.experiment",
+    "Ingredient": "prefect_sacred.config",
+    "ObserverError": "prefect_sacred.core.run",
+    "Run": "prefect_sacred.core.run",
+    "UsageError": "prefect_sacred.flows.options",
+    "apply_backspaces_and_linefeeds": "prefect_sacred.core.capture",
+    "current_run": "prefect_sacred.core.run",
+}
+__getattr__, __dir__ = _lazy_attributes(
     __name__,
     {
-        **dict.fromkeys(_FLOWS, "prefect_sacred.flows"),
-        **dict.fromkeys(set(__all__) - {*_FLOWS, "__version__", "Ingredient"}, "prefect_sacred.observers"),
-        "Ingredient": "prefect_sacred.config",
+        **dict.fromkeys(set(__all__) - {*_ELSEWHERE, "__version__"}, "prefect_sacred.observers"),
+        **_ELSEWHERE,
     },
 )

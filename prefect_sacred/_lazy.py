@@ -12,8 +12,14 @@ from collections.abc import Callable
 from typing import Any
 
 
-def lazy_attributes(package: str, exports: dict[str, str]) -> Callable[[str], Any]:
-    """A module ``__getattr__`` importing ``exports[name]`` (a module path) on first access."""
+def lazy_attributes(
+    package: str, exports: dict[str, str]
+) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
+    """A module's ``__getattr__`` importing ``exports[name]`` (a module path) on first access,
+    and its ``__dir__``, listing those names too (``dir()``, IPython and Jupyter completion).
+
+    Use: ``__getattr__, __dir__ = lazy_attributes(__name__, {...})``.
+    """
 
     def __getattr__(name: str) -> Any:
         module = exports.get(name)
@@ -24,4 +30,7 @@ def lazy_attributes(package: str, exports: dict[str, str]) -> Callable[[str], An
         globals_of_package[name] = value  # later lookups skip __getattr__
         return value
 
-    return __getattr__
+    def __dir__() -> list[str]:
+        return sorted({*importlib.import_module(package).__dict__, *exports})
+
+    return __getattr__, __dir__

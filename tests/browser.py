@@ -48,12 +48,24 @@ class Browser:
         self._ids = itertools.count(1)
         self.process = subprocess.Popen(
             [
-                CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--hide-scrollbars", f"--user-data-dir={profile}", "--remote-debugging-port=0",
-                "--remote-allow-origins=*", "about:blank",
+                CHROMIUM,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--hide-scrollbars",
+                f"--user-data-dir={profile}",
+                "--remote-debugging-port=0",
+                "--remote-allow-origins=*",
+                "about:blank",
             ],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
         port_file = profile / "DevToolsActivePort"  # Chromium writes its port and path there
         deadline = time.monotonic() + 60
@@ -105,8 +117,12 @@ class Browser:
         try:
             session = self._call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
             self._call(
-                "Emulation.setDeviceMetricsOverride", session,
-                width=1280, height=height, deviceScaleFactor=1, mobile=False,
+                "Emulation.setDeviceMetricsOverride",
+                session,
+                width=1280,
+                height=height,
+                deviceScaleFactor=1,
+                mobile=False,
             )
             self._call("Emulation.setScrollbarsHidden", session, hidden=True)
             self._call("Page.navigate", session, url=url)
@@ -141,4 +157,3 @@ class Browser:
                 return
             except subprocess.TimeoutExpired:
                 continue
-

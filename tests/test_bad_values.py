@@ -4,10 +4,10 @@ Every case runs one experiment run observed by FileStorage, SQLite, TinyDB and M
 the wire), and ends in one of two ways a user can see: a clear ``TypeError``/``ValueError`` at
 the call that named the bad value, or the value stored by the documented rule; in both cases
 every backend holds a complete record (final status, stop time, the other metric points, the
-other ``info`` entries). Metric rules: :mod:`prefect_sacred.flows.metrics`; values that cannot
+other ``info`` entries). Metric rules: :mod:`prefect_sacred.core.metrics`; values that cannot
 be encoded: :mod:`prefect_sacred.serialization`.
 
-Most cases drive :class:`~prefect_sacred.flows.run.Run` directly (the run and its observers,
+Most cases drive :class:`~prefect_sacred.core.run.Run` directly (the run and its observers,
 without a Prefect flow, so the matrix takes seconds); the last tests go through ``ex.run``.
 """
 
@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from prefect_sacred.flows.run import Run
+from prefect_sacred.core.run import Run
 from prefect_sacred.observers.base import InvalidArtifactName
 from prefect_sacred.serialization import UNENCODABLE, UnencodableValueWarning
 from tests.backends import Backend, BackendUnavailable, RunRecord

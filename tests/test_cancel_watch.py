@@ -16,9 +16,10 @@ import cloudpickle
 from prefect import flow
 
 from prefect_sacred import Experiment
-from prefect_sacred.flows.cancel_watch import CancelWatch
 from prefect_sacred.flows.starting import Prepared
-from prefect_sacred.flows.tasks import TrialLifecycle, TrialRun, _Trial
+from prefect_sacred.tasks.cancel_watch import CancelWatch
+from prefect_sacred.tasks.trial_run import Trial, TrialRun
+from prefect_sacred.tasks.trials import TrialLifecycle
 from prefect_sacred.testing import InMemoryObserver
 from tests.support import wait_for
 
@@ -50,7 +51,7 @@ def _live_trial(lifecycle: TrialLifecycle, parent: uuid.UUID, observer: InMemory
     run.trial = (str(parent), str(uuid.uuid4()), "train-0")
     run.start()
     with lifecycle.lock:
-        lifecycle.live[uuid.uuid4()] = _Trial(run, Prepared(None, "train"), parent, cancellable=True)
+        lifecycle.live[uuid.uuid4()] = Trial(run, Prepared(None, "train"), parent, cancellable=True)
     return run
 
 

@@ -53,6 +53,6 @@ def test_matches_sacred_0_8_7_on_random_terminal_output() -> None:
     alphabet = ["a", "b", "7", "é", " ", "\r", "\b", "\n"]
     for _ in range(3000):
         text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 30)))
-        assert apply_backspaces_and_linefeeds(text) == sacred_utils.apply_backspaces_and_linefeeds(
-            text
-        ), repr(text)
+        assert apply_backspaces_and_linefeeds(text) == sacred_utils.apply_backspaces_and_linefeeds(text), (
+            repr(text)
+        )

@@ -242,7 +242,7 @@ def test_redact_hides_credentials(text: str, expected: str) -> None:
 
 
 def test_credentials_in_observer_flags_are_not_recorded() -> None:
-    from prefect_sacred.flows.commandline import resolve_options
+    from prefect_sacred.flows.options import resolve_options
 
     options = resolve_options(
         {"--mongo_db": "mongodb://alice:s3cret@db.example:27017/lab", "--sql": "postgresql://bob:pw@h/db"}

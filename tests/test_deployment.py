@@ -17,14 +17,22 @@ pytestmark = pytest.mark.slow
 def test_a_deployment_run_from_the_cli_is_recorded_and_summarised_in_prefect(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     serve = subprocess.Popen(
-        [PYTHON, "serve.py"], cwd=REPO / "deployments", stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-        env=subprocess_env(PREFECT_SACRED_OBSERVERS=f"file://{runs}"), start_new_session=True,
+        [PYTHON, "serve.py"],
+        cwd=REPO / "deployments",
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+        env=subprocess_env(PREFECT_SACRED_OBSERVERS=f"file://{runs}"),
+        start_new_session=True,
     )
     try:
+
         def run_created() -> str | None:
             done = subprocess.run(
                 [PYTHON, "-m", "prefect", "deployment", "run", "experiment/train", "--param", "epochs=3"],
-                capture_output=True, text=True, timeout=60, env=subprocess_env(),
+                capture_output=True,
+                text=True,
+                timeout=60,
+                env=subprocess_env(),
             )
             match = re.search(r"UUID:\s*([0-9a-f-]{36})", done.stdout)
             return match.group(1) if done.returncode == 0 and match else None
@@ -33,7 +41,9 @@ def test_a_deployment_run_from_the_cli_is_recorded_and_summarised_in_prefect(tmp
         run_json = runs / "1" / "run.json"
         record = wait_for(
             lambda: (r := json.loads(run_json.read_text()))["status"] == "COMPLETED" and r,
-            timeout=90, interval=0.5, what="the served run to complete",
+            timeout=90,
+            interval=0.5,
+            what="the served run to complete",
         )
     finally:
         serve.terminate()

@@ -268,7 +268,7 @@ def test_the_parent_knows_its_trials_by_their_task_not_their_names() -> None:
     with the experiment's is not (the parent's hook reads its trials in other processes so)."""
     from prefect import task as prefect_task
 
-    from prefect_sacred.flows.tasks import trial_key
+    from prefect_sacred.tasks.trial_run import trial_key
 
     named = ex.task(task_run_name="lr-{lr}")
     assert named.with_options(name="other").task_key == trial_key("other")
@@ -298,7 +298,7 @@ def test_the_parent_reads_every_trial_of_a_sweep_bigger_than_a_page() -> None:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import ArtifactCreate
 
-    from prefect_sacred.flows.sweep import _published_rows
+    from prefect_sacred.tasks.summary import published_rows
 
     count = 205
     big = ex.task()
@@ -323,7 +323,7 @@ def test_the_parent_reads_every_trial_of_a_sweep_bigger_than_a_page() -> None:
             )
     trials = big.sweep_hook._trials_elsewhere(flow_run.id, known=set())
     assert len(trials) == count
-    rows = _published_rows(flow_run.id)
+    rows = published_rows(flow_run.id)
     assert sorted(row["id"] for row in rows.values()) == list(range(count))
     assert set(rows) == {str(task_run.id) for task_run in trials}
 

@@ -222,13 +222,15 @@ def test_a_served_sweep_cancelled_from_prefect_ends_its_trials_interrupted(
     # Those who named the hook (@flow(on_cancellation=[train.sweep_hook])) get it run in the
     # serve process after the kill: it finds the trials ended (no journal left to end) and ends
     # none of them again.
-    from prefect_sacred.journal.journal import RunJournal
+    from prefect_sacred.core.journal import RunJournal
     from tests.data import sweep_served
 
     with get_client(sync_client=True) as client:
         parent = wait_for(
             lambda: (fr := client.read_flow_run(flow_run.id)).state.is_cancelled() and fr,  # type: ignore[union-attr]
-            timeout=60, interval=0.5, what="the flow run Cancelled",
+            timeout=60,
+            interval=0.5,
+            what="the flow run Cancelled",
         )
     assert all(RunJournal.find(r["meta"]["prefect"]["task_run_id"]) is None for r in records.values())
     # The trials' process wrote the summary (the flow's own hook never runs: the runner owns

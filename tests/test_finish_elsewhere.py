@@ -14,8 +14,8 @@ from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.states import Cancelling
 
+from prefect_sacred.flows.labels import RUN_ID_LABEL
 from prefect_sacred.flows.lifecycle import RunLifecycle
-from prefect_sacred.flows.prefect_api import RUN_ID_LABEL
 from prefect_sacred.observers.base import ResumedRun, RunObserver, resumed_run
 
 
@@ -92,7 +92,7 @@ def test_the_dead_runs_journal_is_delivered_before_its_end(tmp_path: Any, monkey
     from prefect.states import Crashed
 
     from prefect_sacred import FileStorageObserver
-    from prefect_sacred.flows.run import Run
+    from prefect_sacred.core.run import Run
     from prefect_sacred.testing import InjectedOutput
 
     monkeypatch.setenv("PREFECT_SACRED_JOURNAL_DIR", str(tmp_path / "journals"))

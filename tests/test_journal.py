@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from prefect_sacred.flows.run import Run
-from prefect_sacred.journal import RunJournal
+from prefect_sacred.core.journal import RunJournal
+from prefect_sacred.core.run import Run
 from prefect_sacred.testing import FailingObserver, InMemoryObserver
 from tests.support import InjectedOutput, wait_for
 
@@ -100,14 +100,14 @@ def test_a_value_that_cannot_be_encoded_costs_only_itself(journal_root: Path) ->
     journal.add_event("heartbeat_event", info={"good": [1, 2], "bad": Hostile()})
     record = journal.records()[-1]
     assert "<Hostile>" in json.dumps(record)  # a marked repr, in its place
-    from prefect_sacred.journal.records import restore_value
+    from prefect_sacred.core.records import restore_value
 
     assert restore_value(record["info"])["good"] == [1, 2]
     journal.close()
 
 
 def test_a_live_journal_is_locked_against_other_writers(journal_root: Path) -> None:
-    from prefect_sacred.journal import JournalLocked
+    from prefect_sacred.core.journal import JournalLocked
 
     journal = RunJournal.create(None, {})
     with pytest.raises(JournalLocked):
@@ -271,8 +271,8 @@ def test_a_failure_file_written_while_delivering_a_journaled_run_goes_into_its_j
     mongomock = pytest.importorskip("mongomock")
     from bson import json_util
 
-    from prefect_sacred.journal import DeliveryWorker
     from prefect_sacred.observers.base import PendingEvent
+    from prefect_sacred.observers.delivery import DeliveryWorker
     from prefect_sacred.observers.mongo.failures import write_failure_file
 
     runs = mongomock.MongoClient()["sacred"]["runs"]

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from prefect_sacred.flows.metrics import CHUNK_POINTS, MetricsLogger, linearize_metrics
-from prefect_sacred.flows.run import Run
+from prefect_sacred.core.metrics import CHUNK_POINTS, MetricsLogger, linearize_metrics
+from prefect_sacred.core.run import Run
 from prefect_sacred.testing import InMemoryObserver
 
 POINTS = 100_000
@@ -152,7 +152,7 @@ STAMP = 1_700_000_000.25
 
 def test_every_kind_of_point_comes_back_as_it_was_logged(monkeypatch: pytest.MonkeyPatch) -> None:
     """Floats stay floats, ints ints, bools bools, float and huge steps as they were, in order."""
-    monkeypatch.setattr("prefect_sacred.flows.metrics.time.time", lambda: STAMP)
+    monkeypatch.setattr("prefect_sacred.core.metrics.time.time", lambda: STAMP)
     logged = [
         ("f", 0.5, None),
         ("f", 1.5, None),

@@ -152,7 +152,7 @@ def journals(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture(autouse=True)
 def short_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     """Retries from 0.1 s, pausing at most 0.5 s (the defaults: 0.2 s up to 5 s)."""
-    from prefect_sacred.flows.fanout import ObserverFanout
+    from prefect_sacred.core.fanout import ObserverFanout
 
     init = ObserverFanout.__init__
 

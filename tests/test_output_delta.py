@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from prefect_sacred.flows.capture import apply_backspaces_and_linefeeds
-from prefect_sacred.flows.run import Run, common_prefix_length
+from prefect_sacred.core.capture import apply_backspaces_and_linefeeds
+from prefect_sacred.core.run import Run, common_prefix_length
 from prefect_sacred.observers.base import OutputDelta, RunObserver
 from tests.support import InjectedOutput
 

@@ -98,3 +98,67 @@ def test_numpy_values_are_still_encoded_once_numpy_is_imported() -> None:
 
     restored = restore(flatten({"weights": np.arange(3)}))
     assert restored["weights"].tolist() == [0, 1, 2]
+
+
+@pytest.mark.parametrize("name", PUBLIC_PACKAGES)
+def test_dir_lists_the_public_names_before_they_are_imported(name: str) -> None:
+    # What IPython and Jupyter complete after "prefect_sacred.testing.": the lazy names too.
+    script = f"import json, {name} as m\nprint(json.dumps(dir(m)))"
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, env=subprocess_env()
+    )
+    listed = set(json.loads(done.stdout.strip().splitlines()[-1]))
+    module = importlib.import_module(name)
+    assert set(module.__all__) - {"__version__"} <= listed
+
+
+def _import_cycles(graph: object, modules: set[str]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan, iterative)."""
+    edges = {m: sorted(graph.find_modules_directly_imported_by(m) & modules) for m in modules}  # type: ignore[attr-defined]
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    cycles: list[list[str]] = []
+    for root in sorted(modules):
+        if root in index:
+            continue
+        work = [(root, 0)]
+        while work:
+            node, child = work.pop()
+            if child == 0:
+                index[node] = low[node] = len(index)
+                stack.append(node)
+                on_stack.add(node)
+            if child < len(edges[node]):
+                work.append((node, child + 1))
+                target = edges[node][child]
+                if target not in index:
+                    work.append((target, 0))
+                elif target in on_stack:
+                    low[node] = min(low[node], index[target])
+                continue
+            for target in edges[node]:
+                if target in on_stack:
+                    low[node] = min(low[node], low[target])
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                if len(component) > 1:
+                    cycles.append(sorted(component))
+    return cycles
+
+
+def test_the_package_has_no_import_cycle() -> None:
+    # grimp sees every import statement: in functions and under TYPE_CHECKING too. A package's
+    # __init__ re-exporting its own modules is no cycle, so package modules are left out.
+    grimp = pytest.importorskip("grimp")
+    graph = grimp.build_graph("prefect_sacred", cache_dir=None)
+    packages = {m for m in graph.modules if importlib.util.find_spec(m).submodule_search_locations}  # type: ignore[union-attr]
+    modules = {m for m in graph.modules if m.startswith("prefect_sacred") and m not in packages}
+    assert _import_cycles(graph, modules) == []

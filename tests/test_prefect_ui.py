@@ -94,7 +94,12 @@ def test_a_completed_run_has_its_summary_metrics_progress_and_links(tmp_path: Pa
     assert table.type == "table"
     rows = {row["metric"]: row for row in table.data}
     assert rows["training.loss"] | {"trend": None} == {
-        "metric": "training.loss", "latest": 0.25, "step": 3, "min": 0.25, "max": 1.0, "points": 4,
+        "metric": "training.loss",
+        "latest": 0.25,
+        "step": 3,
+        "min": 0.25,
+        "max": 1.0,
+        "points": 4,
         "trend": None,
     }
     assert rows["accuracy"]["max"] == 0.75
@@ -136,10 +141,12 @@ def test_each_run_has_keys_of_its_own(tmp_path: Path) -> None:
     second, second_artifacts = _run_and_read(tmp_path, epochs=1)
     assert first._id != second._id
     assert {a.key for a in first_artifacts if a.key} == {
-        f"ui-test-run-{first._id}", f"ui-test-run-{first._id}-metrics"
+        f"ui-test-run-{first._id}",
+        f"ui-test-run-{first._id}-metrics",
     }
     assert {a.key for a in second_artifacts if a.key} == {
-        f"ui-test-run-{second._id}", f"ui-test-run-{second._id}-metrics"
+        f"ui-test-run-{second._id}",
+        f"ui-test-run-{second._id}-metrics",
     }
 
 
@@ -197,8 +204,13 @@ def test_each_beat_costs_at_most_one_api_call_and_the_artifacts_follow_the_run()
     observer = PrefectArtifactsObserver(min_interval=0)
     start = dt.datetime(2026, 12, 1, 10, 0, 0)
     observer.started_event(
-        ex_info={"name": "live"}, command="main", host_info={}, start_time=start, config={"epochs": 4},
-        meta_info={"prefect": {"flow_run_id": str(flow_run_id), "flow_run_name": "live-run"}}, _id=7,
+        ex_info={"name": "live"},
+        command="main",
+        host_info={},
+        start_time=start,
+        config={"epochs": 4},
+        meta_info={"prefect": {"flow_run_id": str(flow_run_id), "flow_run_name": "live-run"}},
+        _id=7,
     )
     assert observer.calls == 0  # the run's start never waits for Prefect
     for beat in range(4):
@@ -233,8 +245,13 @@ def test_prefect_being_away_during_the_run_costs_one_warning(caplog: pytest.LogC
     observer = PrefectArtifactsObserver(min_interval=0, timeout=2)
     start = dt.datetime(2026, 12, 1, 10, 0, 0)
     observer.started_event(
-        ex_info={"name": "away"}, command="main", host_info={}, start_time=start, config={},
-        meta_info={"prefect": {"flow_run_id": str(UUID(int=0)), "flow_run_name": "away"}}, _id=1,
+        ex_info={"name": "away"},
+        command="main",
+        host_info={},
+        start_time=start,
+        config={},
+        meta_info={"prefect": {"flow_run_id": str(UUID(int=0)), "flow_run_name": "away"}},
+        _id=1,
     )
     began = time.monotonic()
     with temporary_settings({PREFECT_API_URL: f"http://127.0.0.1:{free_port()}/api"}):  # nobody there

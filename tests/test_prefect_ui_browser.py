@@ -64,8 +64,12 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
 def served(browser: Browser, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     runs = tmp_path_factory.mktemp("ui") / "my_runs"
     serve = subprocess.Popen(
-        [PYTHON, "serve.py"], cwd=REPO / "deployments", stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-        env=subprocess_env(PREFECT_SACRED_OBSERVERS=f"file://{runs}"), start_new_session=True,
+        [PYTHON, "serve.py"],
+        cwd=REPO / "deployments",
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+        env=subprocess_env(PREFECT_SACRED_OBSERVERS=f"file://{runs}"),
+        start_new_session=True,
     )
 
     def deployed() -> bool:
@@ -162,8 +166,11 @@ def test_the_prefect_ui_shows_progress_metrics_plots_and_links(
         f"{ui}/runs/flow-run/{flow_run_id}?tab=Artifacts",
         shots / f"{name}-flow-run.png",
         until=_shows(
-            f"sacred-id:{run_id}", f"experiment-run-{run_id}-metrics", f"experiment run {run_id}: {status}",
-            f"FileStorageObserver: {served / run_id}", "training.loss",
+            f"sacred-id:{run_id}",
+            f"experiment-run-{run_id}-metrics",
+            f"experiment run {run_id}: {status}",
+            f"FileStorageObserver: {served / run_id}",
+            "training.loss",
             *([progress_card] if status != "FAILED" else []),
         ),
     )
@@ -207,7 +214,9 @@ def test_the_prefect_ui_shows_progress_metrics_plots_and_links(
         )
         assert re.search(r"Progress: [\d.]+%", page)
         page = browser.render(
-            f"{ui}/artifacts", shots / "artifacts-page.png", until=_shows(f"experiment-run-{run_id}"),
+            f"{ui}/artifacts",
+            shots / "artifacts-page.png",
+            until=_shows(f"experiment-run-{run_id}"),
             height=900,
         )
         assert f"experiment-run-{run_id}" in page

@@ -72,7 +72,10 @@ def test_object_store_records_link_to_a_console() -> None:
     assert console_url(_S3(), "s3://bucket/runs/7") == (
         "https://s3.console.aws.amazon.com/s3/buckets/bucket?region=eu-west-1&prefix=runs/7/"
     )
-    assert console_url(object(), "gs://bucket/runs/7") == "https://console.cloud.google.com/storage/browser/bucket/runs/7/"
+    assert (
+        console_url(object(), "gs://bucket/runs/7")
+        == "https://console.cloud.google.com/storage/browser/bucket/runs/7/"
+    )
     assert console_url(_Minio(), "s3://bucket/runs/7") == "http://127.0.0.1:9000/bucket?prefix=runs/7/"
     assert console_url(object(), "/tmp/runs/7") is None
 
@@ -120,10 +123,16 @@ def test_the_plot_is_an_svg_of_the_metric() -> None:
 def test_the_summary_says_status_duration_result_metrics_config_and_where() -> None:
     start = dt.datetime(2026, 12, 1, 10, 0, 0)
     summary = Summary(
-        experiment="mnist", run_id=3, status="FAILED", flow_run_name="keen-goose",
-        flow_run_url="http://ui/runs/flow-run/1", start_time=start,
+        experiment="mnist",
+        run_id=3,
+        status="FAILED",
+        flow_run_name="keen-goose",
+        flow_run_url="http://ui/runs/flow-run/1",
+        start_time=start,
         stop_time=start + dt.timedelta(hours=1, seconds=5),
-        result=None, config={"lr": 0.1}, locations=[("FileStorageObserver", "/data/runs/3")],
+        result=None,
+        config={"lr": 0.1},
+        locations=[("FileStorageObserver", "/data/runs/3")],
         fail_trace=["Traceback...\n", "ValueError: mongodb://u:pw@h/x is down\n"],
     )
     text = render_summary(summary, {"loss": _stats("loss", [3.0, 2.0])})

@@ -75,7 +75,10 @@ def test_cancelled_and_killed_served_runs_get_their_summary_table_and_links(
     flow_run_id, run_id = _start(deployment)
     done = subprocess.run(
         [PYTHON, "-m", "prefect", "flow-run", "cancel", str(flow_run_id)],
-        capture_output=True, text=True, timeout=60, env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=subprocess_env(),
     )
     assert done.returncode == 0, done.stderr[-2000:]
     summary = _summary(flow_run_id, run_id)

@@ -165,7 +165,7 @@ def test_a_run_queued_with_observer_flags_records_into_them_where_it_starts_and_
     from prefect.client.orchestration import get_client
     from prefect.states import Cancelled
 
-    from prefect_sacred.watch.cli import load_experiment
+    from prefect_sacred.cli.watch import load_experiment
     from prefect_sacred.watch.watcher import Watcher
 
     setup = Setup(tmp_path, observers="")  # the serve process knows none of the flags' observers
@@ -316,8 +316,8 @@ def test_ex_queue_records_queued_and_labels_the_flow_run_with_the_id(tmp_path: P
 
 
 def test_a_flag_naming_a_store_the_deployment_records_into_adds_no_second_observer(tmp_path: Path) -> None:
+    from prefect_sacred.flows.travel import FLAGS_LABEL, flag_observers, travelling_flags
     from prefect_sacred.observers import FileStorageObserver
-    from prefect_sacred.watch.travel import FLAGS_LABEL, flag_observers, travelling_flags
 
     runs, other = tmp_path / "runs", tmp_path / "other"
     label = travelling_flags([("--file_storage", str(runs)), ("--file_storage", str(other))])
@@ -326,8 +326,8 @@ def test_a_flag_naming_a_store_the_deployment_records_into_adds_no_second_observ
 
 
 def test_queued_options_travel_without_credentials_and_come_back_as_asked() -> None:
-    from prefect_sacred.flows.commandline import UsageError, resolve_options
-    from prefect_sacred.watch.travel import OPTIONS_LABEL, queue_notes, travelled_options, travelling_options
+    from prefect_sacred.flows.options import UsageError, resolve_options
+    from prefect_sacred.flows.travel import OPTIONS_LABEL, queue_notes, travelled_options, travelling_options
 
     options = resolve_options(
         {"-q": 1, "-c": "lr sweep", "-b": "0.5", "-C": "no", "-l": "debug", "-f": 1, "-D": 1}

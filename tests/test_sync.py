@@ -19,8 +19,8 @@ import pytest
 
 from prefect_sacred import FileStorageObserver
 from prefect_sacred.cli import main
-from prefect_sacred.flows.run import Run
-from prefect_sacred.journal import RunJournal
+from prefect_sacred.core.journal import RunJournal
+from prefect_sacred.core.run import Run
 from tests.support import REPO, InjectedOutput, subprocess_env, wait_for
 
 

@@ -150,7 +150,7 @@ def test_claims_at_once_give_one_claimer_and_a_start_waits_for_the_queued_id() -
     from prefect import flow
     from prefect.client.orchestration import get_client
 
-    from prefect_sacred.watch.queueing import QUEUED_ID_LABEL, claim, queued_id, release
+    from prefect_sacred.flows.claims import QUEUED_ID_LABEL, claim_flow_run, queued_id, release_claim
 
     @flow(name=f"claimed-{uuid.uuid4().hex[:8]}")
     def claimed() -> None:
@@ -159,13 +159,13 @@ def test_claims_at_once_give_one_claimer_and_a_start_waits_for_the_queued_id() -
     with get_client(sync_client=True) as client:
         flow_run = client.create_flow_run(claimed)
     won: list[bool] = []
-    claimers = [threading.Thread(target=lambda: won.append(claim(flow_run.id))) for _ in range(4)]
+    claimers = [threading.Thread(target=lambda: won.append(claim_flow_run(flow_run.id))) for _ in range(4)]
     for claimer in claimers:
         claimer.start()
     for claimer in claimers:
         claimer.join()
     assert sorted(won) == [False, False, False, True]
-    assert claim(flow_run.id) is False  # a later claimer sees the claim
+    assert claim_flow_run(flow_run.id) is False  # a later claimer sees the claim
 
     def label_later() -> None:
         time.sleep(0.5)
@@ -179,8 +179,8 @@ def test_claims_at_once_give_one_claimer_and_a_start_waits_for_the_queued_id() -
         assert queued_id(client.read_flow_run(flow_run.id)) == 7
     labeller.join()
     assert time.monotonic() - started < 5
-    release(flow_run.id)
-    assert claim(flow_run.id) is False  # labelled: nobody claims it again
+    release_claim(flow_run.id)
+    assert claim_flow_run(flow_run.id) is False  # labelled: nobody claims it again
 
 
 @pytest.mark.parametrize("value", ["soon", "-5", "nan"])

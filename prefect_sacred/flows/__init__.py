@@ -1,6 +1,15 @@
-"""Experiments as Prefect flows: the experiment, its runs, the hooks and the command line.
+"""The Prefect glue: an experiment's flow, its hooks, flow-run options, and queued runs.
 
-Names are imported on first use (PEP 562): the flow engine loads only when an experiment is made.
+* :mod:`.lifecycle`: the flow-run hooks that start and end a :class:`~prefect_sacred.core.Run`;
+* :mod:`.flow_runs`: the run of a flow run (its config, options and observers), and
+  :mod:`.parameters`, the flow itself and its parameters;
+* :mod:`.options` and :mod:`.commandline`: Sacred's run flags and command line, parsed;
+* :mod:`.queued` and :mod:`.claims`: runs recorded QUEUED before they start;
+* :mod:`.labels`, :mod:`.travel`, :mod:`.beat_events`: what a run leaves on its flow run.
+
+Names are imported on first use (PEP 562). ``Experiment`` and ``observing`` were exported here
+before the facade moved to :mod:`prefect_sacred.experiment`; they are resolved from there by
+name only (this package imports nothing above it).
 """
 
 import typing as _typing
@@ -8,10 +17,9 @@ import typing as _typing
 from prefect_sacred._lazy import lazy_attributes as _lazy_attributes
 
 if _typing.TYPE_CHECKING:
-    from prefect_sacred.flows.capture import apply_backspaces_and_linefeeds
-    from prefect_sacred.flows.commandline import UsageError
-    from prefect_sacred.flows.experiment import Experiment, observing
-    from prefect_sacred.flows.run import ObserverError, Run, current_run
+    from prefect_sacred.core.capture import apply_backspaces_and_linefeeds
+    from prefect_sacred.core.run import ObserverError, Run, current_run
+    from prefect_sacred.flows.options import UsageError
 
 __all__ = [
     "Experiment",
@@ -23,15 +31,15 @@ __all__ = [
     "observing",
 ]
 
-__getattr__ = _lazy_attributes(
+__getattr__, __dir__ = _lazy_attributes(
     __name__,
     {
-        "apply_backspaces_and_linefeeds": "prefect_sacred.flows.capture",
-        "UsageError": "prefect_sacred.flows.commandline",
-        "Experiment": "prefect_sacred.flows.experiment",
-        "observing": "prefect_sacred.flows.experiment",
-        "ObserverError": "prefect_sacred.flows.run",
-        "Run": "prefect_sacred.flows.run",
-        "current_run": "prefect_sacred.flows.run",
+        "apply_backspaces_and_linefeeds": "prefect_sacred.core.capture",
+        "UsageError": "prefect_sacred.flows.options",
+        "Experiment": "prefect_sacred.experiment",
+        "observing": "prefect_sacred.experiment",
+        "ObserverError": "prefect_sacred.core.run",
+        "Run": "prefect_sacred.core.run",
+        "current_run": "prefect_sacred.core.run",
     },
 )

@@ -1,4 +1,4 @@
-"""Sacred's command line: ``python my_experiment.py [COMMAND] [with UPDATE ...] [options]``.
+"""Sacred's command line parsed: ``python my_experiment.py [COMMAND] [with UPDATE ...] [options]``.
 
 An ``UPDATE`` is ``KEY=VALUE`` (a config update) or the name of a named config (or a config
 file) to apply, in order.
@@ -6,7 +6,8 @@ file) to apply, in order.
 The run options (``-i``, ``-c``, ``-b`` ...) are declared here; observer flags (``-F``, ``-m``
 ...) come from the observer registry, where each observer module registers its own. Everything
 is checked before the run starts: a bad flag, value or config key is one line on stderr and exit
-status 2, and nothing is written anywhere.
+status 2, and nothing is written anywhere. The driver that runs what was parsed is
+:meth:`prefect_sacred.experiment.Experiment.run_commandline`, beside the experiment (as in Sacred).
 """
 
 from __future__ import annotations
@@ -16,190 +17,25 @@ import ast
 import inspect
 import json
 import logging
-import os
 import pydoc
 import re
-import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from prefect_sacred.flows.capture import CAPTURE_MODES
-from prefect_sacred.observers.base import ObserverLike
-from prefect_sacred.observers.registry import ObserverConfigError, observer_options
-from prefect_sacred.utils import redact
+from prefect_sacred.flows.options import RUN_OPTIONS, UsageError
+from prefect_sacred.observers.registry import observer_options
 
 if TYPE_CHECKING:
-    from prefect_sacred.flows.experiment import Experiment
-    from prefect_sacred.flows.run import Run
-    from prefect_sacred.flows.starting import CommandRun
+    from prefect_sacred.flows.experiment_like import ExperimentLike
 
 __all__ = [
     "CommandLine",
-    "RunOptions",
-    "UsageError",
     "apply_loglevel",
     "check_clean",
+    "config_help",
     "parse_command_line",
-    "resolve_options",
-    "run_commandline",
-    "sacred_options",
+    "print_help",
 ]
-
-
-class UsageError(ValueError):
-    """The command line or the options of ``ex.run`` are malformed."""
-
-
-@dataclass(frozen=True)
-class _RunOption:
-    short: str
-    long: str
-    metavar: str | None  # None: a flag without a value
-    help: str
-    type: Any = str
-
-
-RUN_OPTIONS = (
-    _RunOption("-i", "--id", "ID", "Set the id of the run."),
-    _RunOption("-c", "--comment", "COMMENT", "Add a comment to the run."),
-    _RunOption("-u", "--unobserved", None, "Run without observers."),
-    _RunOption(
-        "-q", "--queue", None, "Only queue the run: a flow run of the deployment, recorded QUEUED."
-    ),
-    _RunOption("-b", "--beat-interval", "SECONDS", "Seconds between heartbeats (default 10).", float),
-    _RunOption("-C", "--capture", "MODE", f"Output capture mode: {', '.join(CAPTURE_MODES)}."),
-    _RunOption("-n", "--name", "NAME", "Set the name of the experiment for this run."),
-    _RunOption("-P", "--priority", "NUMBER", "Priority of the run, kept in its meta info.", float),
-    _RunOption("-p", "--print-config", None, "Print the configuration before running."),
-    _RunOption(
-        "-l", "--loglevel", "LEVEL", "Level of the run's log (DEBUG, INFO, WARNING, ... or a number)."
-    ),
-    _RunOption("-d", "--debug", None, "Debug mode: a failure prints its whole traceback."),
-    _RunOption("-D", "--pdb", None, "Start the Python debugger (pdb) at the point of a failure."),
-    _RunOption("-e", "--enforce_clean", None, "Refuse to run when a repository of the sources is dirty."),
-    _RunOption("-f", "--force", None, "Accept config entries that nothing defines or reads."),
-)
-
-#: Sacred 0.8.7's command-line options: ``meta.options`` holds each (docopt's shape), set or not.
-_SACRED_OPTION_DEFAULTS: dict[str, Any] = {
-    "--beat-interval": None,
-    "--capture": None,
-    "--comment": None,
-    "--debug": False,
-    "--enforce_clean": False,
-    "--file_storage": None,
-    "--force": False,
-    "--help": False,
-    "--id": None,
-    "--loglevel": None,
-    "--mongo_db": None,
-    "--name": None,
-    "--pdb": False,
-    "--print-config": False,
-    "--priority": None,
-    "--queue": False,
-    "--s3": None,
-    "--sql": None,
-    "--tiny_db": None,
-    "--unobserved": False,
-    "COMMAND": None,
-    "UPDATE": [],
-    "help": False,
-    "with": False,
-}
-
-
-def sacred_options(recorded: dict[str, Any], extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Sacred's ``meta.options``: every option with its default, updated with what was given."""
-    options = dict(_SACRED_OPTION_DEFAULTS)
-    options["UPDATE"] = []
-    options.update(recorded)
-    options.update(extra or {})
-    return options
-
-
-@dataclass
-class RunOptions:
-    """Options of one run, from the command line or ``ex.run(options=...)``."""
-
-    id: Any = None
-    comment: str | None = None
-    unobserved: bool = False
-    queue: bool = False
-    beat_interval: float | None = None
-    capture: str | None = None
-    name: str | None = None
-    priority: float | None = None
-    print_config: bool = False
-    loglevel: str | None = None
-    debug: bool = False
-    pdb: bool = False
-    enforce_clean: bool = False
-    force: bool = False
-    observers: list[ObserverLike] = field(default_factory=list)
-    #: ``(long flag, value)`` of each observer in ``observers`` (a queued run's travel with it).
-    observer_flags: list[tuple[str, str]] = field(default_factory=list)
-    #: The flags given, by long name, as given (strings from a command line), credentials removed.
-    recorded: dict[str, Any] = field(default_factory=dict)
-
-
-def resolve_options(options: dict[str, Any] | None) -> RunOptions:
-    """Check and convert ``{"--beat-interval": "0.5", "-F": "my_runs", ...}``.
-
-    Keys are Sacred's long flags (or their short forms); observer flags take a value or a list.
-    """
-    by_name: dict[str, _RunOption] = {}
-    for option in RUN_OPTIONS:
-        by_name[option.short] = by_name[option.long] = option
-    observer_flags = {}
-    for observer_option in observer_options():
-        observer_flags[observer_option.short] = observer_flags[observer_option.long] = observer_option
-    resolved = RunOptions()
-    for key, value in (options or {}).items():
-        if value is None or value is False:
-            continue
-        if key in observer_flags:
-            spec = observer_flags[key]
-            values = value if isinstance(value, (list, tuple)) else [value]
-            for item in values:
-                try:
-                    resolved.observers.append(spec.factory(str(item)))
-                    resolved.observer_flags.append((spec.long, str(item)))
-                except ObserverConfigError as exc:
-                    raise UsageError(f"argument {spec.short}/{spec.long}: {exc}") from None
-            shown = [redact(str(item)) for item in values]
-            resolved.recorded[spec.long] = shown[0] if len(shown) == 1 else shown
-            continue
-        if key not in by_name:
-            raise UsageError(f"unknown option {key!r}")
-        option = by_name[key]
-        given = value
-        if option.metavar is None:
-            value = bool(value)
-        else:
-            try:
-                value = option.type(value)
-            except (TypeError, ValueError):
-                raise UsageError(f"argument {option.short}/{option.long}: invalid value {value!r}")
-        if option.long == "--capture" and value not in CAPTURE_MODES:
-            raise UsageError(
-                f"argument -C/--capture: invalid choice {value!r} (choose from {', '.join(CAPTURE_MODES)})"
-            )
-        if option.long == "--loglevel":
-            value = _log_level(str(value))
-        setattr(resolved, option.long.lstrip("-").replace("-", "_"), value)
-        resolved.recorded[option.long] = given if option.metavar is not None else True
-    return resolved
-
-
-def _log_level(text: str) -> str:
-    import logging
-
-    if text.isdigit() or text.upper() in logging.getLevelNamesMapping():
-        return text.upper()
-    raise UsageError(
-        f"argument -l/--loglevel: invalid level {text!r} (DEBUG, INFO, WARNING, ERROR or a number)"
-    )
 
 
 class _Parser(argparse.ArgumentParser):
@@ -296,61 +132,7 @@ def parse_value(text: str) -> Any:
         return text
 
 
-def run_commandline(ex: Experiment, argv: list[str] | None = None) -> Run | CommandRun:
-    """Run ``ex`` from Sacred's command line: ``[COMMAND] [with UPDATE ...] [flags]``.
-
-    A malformed command line prints one line and exits with status 2 before anything is
-    written; a failed run exits with status 1.
-    """
-    from prefect_sacred.config.paths import nest
-    from prefect_sacred.config.printing import format_config
-    from prefect_sacred.flows.starting import RunRequest
-    from prefect_sacred.observers.registry import observers_from_env
-
-    prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ex.name or "experiment"
-    argv = sys.argv[1:] if argv is None else argv
-    try:
-        main_doc = inspect.getdoc(ex._main.function) if ex._main is not None else None
-        parsed = parse_command_line(argv, prog, main_doc or ex.doc or None, _config_help(ex))
-        if parsed.command == "help":
-            _print_help(ex, parsed.help_target)
-            raise SystemExit(0)
-        options = resolve_options(parsed.options)
-        command = ex._command_name(parsed.command)
-        assembled = ex.assemble(parsed.updates, parsed.named_configs, command, force=options.force)
-        ex._check_values(assembled, command)
-        observers_from_env()  # a malformed deployment setting fails here, before anything runs
-        if options.enforce_clean:
-            check_clean(ex)
-    except (UsageError, ObserverConfigError) as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
-    if options.loglevel is not None:
-        apply_loglevel(ex, options.loglevel)
-    if options.print_config:
-        print(format_config(assembled.config, assembled.mods))
-    request = RunRequest(options, nest(parsed.updates), assembled, command, option_words=parsed.words)
-    if options.queue:
-        return _queue(ex, request, prog)  # type: ignore[no-any-return]
-    try:
-        run = ex._run(request)
-    except Exception as exc:
-        if options.debug:
-            import traceback
-
-            traceback.print_exception(exc)
-        if options.pdb:
-            import pdb
-
-            pdb.post_mortem(exc.__traceback__)
-        print(f"{prog}: the run failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-        raise SystemExit(1) from None
-    for name, where in run.locations():
-        print(f"Run {run._id} ({run.status}) stored by {name}: {where}")
-    return run
-
-
-def apply_loglevel(ex: Experiment, loglevel: str) -> None:
+def apply_loglevel(ex: ExperimentLike, loglevel: str) -> None:
     """Set ``-l/--loglevel`` on the loggers of the run's log (process-wide: one run per process)."""
     level: int | str = int(loglevel) if loglevel.isdigit() else loglevel
     for name in ("prefect.flow_runs", "prefect_sacred", ex.name):
@@ -359,22 +141,7 @@ def apply_loglevel(ex: Experiment, loglevel: str) -> None:
         ex.logger.setLevel(level)
 
 
-def _queue(ex: Experiment, request: Any, prog: str) -> Any:
-    from prefect_sacred.watch.queueing import queue_run
-
-    try:
-        queued = queue_run(ex, request)
-    except UsageError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
-    flow_run = f"{queued.flow_run_name} ({queued.flow_run_id})"
-    print(f"Queued run {queued._id} as flow run {flow_run} of {queued.deployment}")
-    for name, where in queued.locations():
-        print(f"Run {queued._id} (QUEUED) stored by {name}: {where}")
-    return queued
-
-
-def _config_help(ex: Experiment) -> str:
+def config_help(ex: ExperimentLike) -> str:
     lines = ["config (set with 'with KEY=VALUE'):"]
     try:
         assembled = ex.assemble(force=True, log=logging.getLogger("prefect_sacred.silent"))
@@ -393,7 +160,7 @@ def _config_help(ex: Experiment) -> str:
     return "\n".join(lines)
 
 
-def _print_help(ex: Experiment, target: str | None) -> None:
+def print_help(ex: ExperimentLike, target: str | None) -> None:
     commands = dict(ex.gather_commands())
     if target is None:
         print("commands:")
@@ -408,7 +175,7 @@ def _print_help(ex: Experiment, target: str | None) -> None:
     print(re.sub(".\x08", "", text))
 
 
-def check_clean(ex: Experiment) -> None:
+def check_clean(ex: ExperimentLike) -> None:
     """``-e/--enforce_clean``: refuse to run from sources a git repository holds uncommitted.
 
     Raises:

@@ -1,4 +1,4 @@
-"""How a flow run of an experiment becomes a :class:`~prefect_sacred.flows.run.Run`.
+"""How a flow run of an experiment becomes a :class:`~prefect_sacred.core.run.Run`.
 
 ``ex.run`` leaves its request in a context variable for the flow's ``on_running`` hook; a run
 started any other way (a deployment, a schedule, the UI, a direct flow call, a trial of a sweep)
@@ -14,25 +14,21 @@ from collections.abc import Mapping
 from typing import Any
 
 from prefect_sacred.config.captured import new_seed
-from prefect_sacred.flows.commandline import (
-    RunOptions,
-    UsageError,
-    apply_loglevel,
-    check_clean,
-    sacred_options,
-)
-from prefect_sacred.flows.fanout import ObserverError
-from prefect_sacred.flows.info import gather_host_info
+from prefect_sacred.core.fanout import ObserverError
+from prefect_sacred.core.info import gather_host_info
+from prefect_sacred.core.run import Run
+from prefect_sacred.flows.beat_events import beat_sender_for
+from prefect_sacred.flows.commandline import apply_loglevel, check_clean
+from prefect_sacred.flows.options import RunOptions, UsageError, sacred_options
 from prefect_sacred.flows.parameters import NAMED_CONFIGS_PARAMETER
-from prefect_sacred.flows.run import Run
 from prefect_sacred.flows.starting import (
     Prepared,
+    borrow_observers,
     build_meta,
-    claim,
     context_observers,
     current_request,
     differs,
-    release,
+    return_observers,
 )
 from prefect_sacred.observers.base import ObserverLike
 from prefect_sacred.observers.prefect_ui.observer import with_prefect_ui
@@ -41,20 +37,20 @@ from prefect_sacred.observers.registry import OBSERVERS_ENV_VAR, ObserverConfigE
 if typing.TYPE_CHECKING:
     from prefect.client.schemas.objects import FlowRun
 
-    from prefect_sacred.flows.experiment import Experiment
-    from prefect_sacred.watch.travel import Travelled
+    from prefect_sacred.flows.experiment_like import ExperimentLike
+    from prefect_sacred.flows.travel import Travelled
 
 __all__ = ["create_run", "deployment_config", "deployment_observers", "run_observers"]
 
 logger = logging.getLogger("prefect_sacred")
 
 
-def deployment_observers(ex: Experiment) -> list[ObserverLike]:
+def deployment_observers(ex: ExperimentLike) -> list[ObserverLike]:
     """Observers of a run started without ``ex.run``: from code and ``PREFECT_SACRED_OBSERVERS``."""
     return [*ex.observers, *observers_from_env()]
 
 
-def run_observers(ex: Experiment, options: RunOptions) -> tuple[list[ObserverLike], ObserverError | None]:
+def run_observers(ex: ExperimentLike, options: RunOptions) -> tuple[list[ObserverLike], ObserverError | None]:
     """The observers of a run with ``options``, and the error of a bad observer setting if any.
 
     With a bad ``PREFECT_SACRED_OBSERVERS`` the run still starts for the observers from code,
@@ -69,7 +65,9 @@ def run_observers(ex: Experiment, options: RunOptions) -> tuple[list[ObserverLik
         return [*ex.observers, *options.observers, *context_observers.get()], error
 
 
-def deployment_config(ex: Experiment, parameters: Mapping[str, Any] | None, force: bool = False) -> Prepared:
+def deployment_config(
+    ex: ExperimentLike, parameters: Mapping[str, Any] | None, force: bool = False
+) -> Prepared:
     """The config of a run started with the flow parameters ``parameters`` (not by ``ex.run``).
 
     Parameters equal to their default are not updates, so entries derived from updated ones
@@ -95,7 +93,7 @@ def deployment_config(ex: Experiment, parameters: Mapping[str, Any] | None, forc
     return Prepared(assembled, command)
 
 
-def create_run(ex: Experiment, flow_run: FlowRun) -> Run:
+def create_run(ex: ExperimentLike, flow_run: FlowRun) -> Run:
     """The (not yet started) run of ``flow_run``, which just entered Running."""
     request = current_request.get()
     travelled = None
@@ -132,12 +130,13 @@ def create_run(ex: Experiment, flow_run: FlowRun) -> Run:
         meta_info=meta,
         config=config,
         command=prepared.command,
-        observers=with_prefect_ui(claim(observers), enabled=not options.unobserved),
+        observers=with_prefect_ui(borrow_observers(observers), enabled=not options.unobserved),
         beat_interval=options.beat_interval if options.beat_interval is not None else ex.beat_interval,
         capture_mode=(options.capture or ex.capture_mode) if observers else "no",
         captured_out_filter=ex.captured_out_filter,
         _id=options.id if request is not None else _queued_id(flow_run),
         join_timeout=ex.join_timeout,
+        beat_events=beat_sender_for,
     )
     run.config_modifications = prepared.assembled.mods if prepared.assembled else None
     if request is not None and request.info:
@@ -147,7 +146,7 @@ def create_run(ex: Experiment, flow_run: FlowRun) -> Run:
 
     def finished(run: Run) -> None:
         prepared_for.pop(flow_run.id, None)
-        release(run)
+        return_observers(run)
 
     run.on_finish = finished
     ex.last_run = run
@@ -160,7 +159,7 @@ def _with_flag_observers(
     flow_run: FlowRun, observers: list[ObserverLike], error: ObserverError | None
 ) -> tuple[list[ObserverLike], ObserverError | None]:
     """``observers`` plus those of the observer flags ``-q`` sent with the flow run."""
-    from prefect_sacred.watch.travel import FLAGS_LABEL, flag_observers
+    from prefect_sacred.flows.travel import FLAGS_LABEL, flag_observers
 
     try:
         return [*observers, *flag_observers(flow_run.labels, observers)], error
@@ -170,7 +169,7 @@ def _with_flag_observers(
 
 def _travelled_options(flow_run: FlowRun) -> Travelled | None:
     """The options ``-q``/``ex.queue`` sent with the flow run, if any (a bad label: none, logged)."""
-    from prefect_sacred.watch.travel import travelled_options
+    from prefect_sacred.flows.travel import travelled_options
 
     try:
         return travelled_options(flow_run.labels)
@@ -179,7 +178,7 @@ def _travelled_options(flow_run: FlowRun) -> Travelled | None:
         return None
 
 
-def _as_queued(ex: Experiment, options: RunOptions, prepared: Prepared) -> Prepared:
+def _as_queued(ex: ExperimentLike, options: RunOptions, prepared: Prepared) -> Prepared:
     """Apply a queued run's ``-l`` and ``-e`` where it starts (they were checked where it was queued)."""
     if options.loglevel is not None:  # a deployment run has its process to itself
         apply_loglevel(ex, options.loglevel)
@@ -193,6 +192,6 @@ def _as_queued(ex: Experiment, options: RunOptions, prepared: Prepared) -> Prepa
 
 def _queued_id(flow_run: FlowRun) -> Any:
     """The id ``-q``/``ex.queue`` or the watcher gave this flow run before it started, if any."""
-    from prefect_sacred.watch.queueing import queued_id
+    from prefect_sacred.flows.claims import queued_id
 
     return queued_id(flow_run)

@@ -25,11 +25,11 @@ from typing import TYPE_CHECKING, Any
 
 from prefect.exceptions import TerminationSignal
 
-from prefect_sacred.flows import prefect_api
-from prefect_sacred.flows.fanout import ObserverFanout
-from prefect_sacred.flows.run import Run
-from prefect_sacred.journal.journal import RunJournal
-from prefect_sacred.journal.sync import sync_journal
+from prefect_sacred.core.fanout import ObserverFanout
+from prefect_sacred.core.journal import RunJournal
+from prefect_sacred.core.run import Run
+from prefect_sacred.core.sync import sync_journal
+from prefect_sacred.flows.labels import label_run_id, read_run_id, ui_url
 from prefect_sacred.observers.base import ResumedRun, resuming
 from prefect_sacred.serialization import utcnow
 
@@ -95,7 +95,7 @@ class RunLifecycle:
         run.start()
         if run.start_error is None:
             run.logger.info('Started run with ID "%s"', run._id)
-            prefect_api.label_run_id(flow_run.id, run._id)
+            label_run_id(flow_run.id, run._id)
 
     def on_completion(self, flow: Flow[Any, Any], flow_run: FlowRun, state: State[Any]) -> None:
         run = self._pop(flow_run.id)
@@ -149,7 +149,7 @@ class RunLifecycle:
         """Record the end of a run whose process is gone, from the process running this hook."""
         log = _run_logger(flow, flow_run)
         try:
-            started, run_id = prefect_api.read_run_id(flow_run.id)
+            started, run_id = read_run_id(flow_run.id)
         except Exception as exc:
             log.error("cannot read the run id of flow run %s: %s", flow_run.id, exc)
             return
@@ -218,7 +218,7 @@ def _resumed_run(flow: Flow[Any, Any], flow_run: FlowRun) -> ResumedRun:
         flow_name=str(getattr(flow, "name", "") or ""),
         flow_run_id=str(flow_run.id),
         flow_run_name=flow_run.name,
-        ui_url=prefect_api.ui_url(flow_run.id),
+        ui_url=ui_url(flow_run.id),
         parameters=dict(flow_run.parameters or {}),
         start_time=start,
     )

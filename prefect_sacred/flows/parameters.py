@@ -1,4 +1,4 @@
-"""The Prefect flow's parameters of an experiment: the top-level entries of its config.
+"""The Prefect flow of an experiment, and its parameters: the top-level entries of its config.
 
 The deployment form in the Prefect UI shows each with its type, its default and its doc (the
 comment on the entry in the config scope, or the main function's ``Args:`` text). Entries of
@@ -10,12 +10,20 @@ from __future__ import annotations
 
 import inspect
 import keyword
-from collections.abc import Mapping
-from typing import Annotated, Any
+import logging
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import WithJsonSchema
 
-__all__ = ["NAMED_CONFIGS_PARAMETER", "flow_signature", "lenient", "with_docs"]
+if TYPE_CHECKING:
+    from prefect import Flow
+
+    from prefect_sacred.flows.lifecycle import RunLifecycle
+
+__all__ = ["NAMED_CONFIGS_PARAMETER", "build_flow", "flow_signature", "lenient", "with_docs"]
+
+logger = logging.getLogger("prefect_sacred")
 
 #: The flow parameter choosing named configs in a deployment run (a list of their names).
 NAMED_CONFIGS_PARAMETER = "named_configs"
@@ -93,3 +101,61 @@ def with_docs(docstring: str | None, docs: Mapping[str, str], signature: inspect
         head, _, tail = f"\n{text}".partition("\nArgs:\n")
         return f"{head.lstrip()}\nArgs:\n" + "\n".join(lines) + "\n" + tail + "\n"
     return f"{text}\n\nArgs:\n" + "\n".join(lines) + "\n"
+
+
+def build_flow(
+    function: Callable[..., Any],
+    execute: Callable[[], Any],
+    *,
+    name: str,
+    signature: inspect.Signature,
+    docs: Mapping[str, str],
+    hooks: RunLifecycle,
+    flow_options: dict[str, Any],
+    existing: Flow[Any, Any] | None = None,
+) -> Flow[Any, Any]:
+    """The Prefect flow of an experiment: parameters ``signature``, body ``execute``, our hooks.
+
+    ``existing`` is refreshed in place (a config added after the main function), so the object
+    users hold stays the flow.
+    """
+
+    def body(**kwargs: Any) -> Any:
+        return execute()
+
+    body.__signature__ = signature  # type: ignore[attr-defined]
+    body.__annotations__ = {
+        parameter.name: parameter.annotation for parameter in signature.parameters.values()
+    }
+    for attribute in ("__name__", "__qualname__", "__module__"):
+        setattr(body, attribute, getattr(function, attribute))
+    body.__doc__ = with_docs(function.__doc__, docs, signature)
+    if existing is not None:
+        from prefect.utilities.callables import parameter_schema
+
+        existing.fn = body
+        existing.parameters = parameter_schema(body)
+        return existing
+    from prefect import Flow
+
+    options: dict[str, Any] = {
+        "name": name,
+        "description": inspect.getdoc(function),
+        "on_running": [hooks.on_running],
+        "on_completion": [hooks.on_completion],
+        "on_failure": [hooks.on_failure],
+        "on_crashed": [hooks.on_crashed],
+        "on_cancellation": [hooks.on_cancellation],
+        **flow_options,
+    }
+    try:
+        return Flow(body, **options)
+    except ValueError:
+        if "validate_parameters" in flow_options:
+            raise
+    # Prefect cannot build its validator for some defaults (a numpy array compares
+    # ambiguously); such an experiment still runs, with its parameters unvalidated.
+    logger.warning(
+        "experiment %r: Prefect cannot validate these config parameters; running unvalidated", name
+    )
+    return Flow(body, **{**options, "validate_parameters": False})

@@ -15,10 +15,10 @@ from typing import Any
 
 from prefect_sacred.config.assemble import Assembled
 from prefect_sacred.config.ingredient import Ingredient
-from prefect_sacred.flows import prefect_api
-from prefect_sacred.flows.commandline import RunOptions, sacred_options
+from prefect_sacred.core.run import Run
+from prefect_sacred.flows.labels import ui_url
+from prefect_sacred.flows.options import RunOptions, sacred_options
 from prefect_sacred.flows.parameters import NAMED_CONFIGS_PARAMETER
-from prefect_sacred.flows.run import Run
 from prefect_sacred.observers.base import ObserverLike
 from prefect_sacred.serialization import flatten
 
@@ -30,13 +30,13 @@ __all__ = [
     "Prepared",
     "RunRequest",
     "Unsupported",
+    "borrow_observers",
     "build_meta",
-    "claim",
     "context_observers",
     "current_request",
     "differs",
     "observing",
-    "release",
+    "return_observers",
     "seed_generators",
     "sorted_ingredients",
 ]
@@ -133,7 +133,8 @@ def sorted_ingredients(root: Ingredient) -> list[Ingredient]:
     return [ingredient for _, ingredient in sorted(depth.values(), key=lambda item: -item[0])]
 
 
-def claim(observers: list[ObserverLike]) -> list[ObserverLike]:
+def borrow_observers(observers: list[ObserverLike]) -> list[ObserverLike]:
+    """The observers for a new run: a copy of each that a live run of this process still uses."""
     claimed = []
     with _busy_lock:
         for observer in observers:
@@ -144,7 +145,8 @@ def claim(observers: list[ObserverLike]) -> list[ObserverLike]:
     return claimed
 
 
-def release(run: Run) -> None:
+def return_observers(run: Run) -> None:
+    """The run ended: its observers may serve the next run as they are."""
     with _busy_lock:
         for observer in run.observers:
             _busy_observers.discard(id(observer))
@@ -181,7 +183,7 @@ def build_meta(
         "flow_run_name": flow_run.name,
         "deployment_id": str(flow_run.deployment_id) if flow_run.deployment_id else None,
         "tags": list(flow_run.tags),
-        "ui_url": prefect_api.ui_url(flow_run.id),
+        "ui_url": ui_url(flow_run.id),
     }
     if options.comment is not None:
         meta["comment"] = options.comment

@@ -61,7 +61,7 @@ __all__ = [
 ]
 
 _HERE = "prefect_sacred.observers"
-__getattr__ = _lazy_attributes(
+__getattr__, __dir__ = _lazy_attributes(
     __name__,
     {
         **dict.fromkeys(

@@ -11,12 +11,12 @@ writes them, with these differences:
   whole output only when the delta does not continue them (a filter rewrote earlier output, a
   write failed) or there is none (a caller that sends whole strings, like Sacred's tests);
 * metrics are appended to ``metrics.journal``
-  (:class:`~prefect_sacred.observers.metrics_journal.MetricsJournal`) on every beat; a
+  (:class:`~prefect_sacred.observers.metrics_log.MetricsLog`) on every beat; a
   ``log_metrics`` that returned has its points in it, one that raised stored none.
   ``metrics.json`` is rewritten on :class:`~prefect_sacred.observers.files.RewriteSchedule`'s
   terms: while that is cheap, beyond that only once the history grew by a quarter since the
   last rewrite. A rewrite encodes only the new points and copies the others from the file
-  (:class:`~prefect_sacred.observers.metrics_journal.MetricsJsonFile`), byte-identical to
+  (:class:`~prefect_sacred.observers.metrics_log.MetricsJsonFile`), byte-identical to
   ``json.dumps(metrics, sort_keys=True, indent=2)``, so the amortised cost of a beat is
   proportional to what is new and the observer keeps no point in memory once written. At the
   end of the run ``metrics.json`` is complete and the journal is removed;
@@ -36,7 +36,7 @@ from typing import Any
 
 from prefect_sacred.observers.base import InvalidArtifactName, OutputDelta
 from prefect_sacred.observers.files import OutputFile, RewriteSchedule, copy_atomic, read_text, write_atomic
-from prefect_sacred.observers.metrics_journal import MetricsJournal, MetricsJsonFile, StaleMetricsFile
+from prefect_sacred.observers.metrics_log import MetricsJsonFile, MetricsLog, StaleMetricsFile
 from prefect_sacred.observers.registry import (
     ObserverConfigError,
     register_observer_option,
@@ -75,7 +75,7 @@ class FileStorageObserver(RunEntryObserver):
     # Per run (see _begin): metrics.json, the metrics journal, the output file, how many
     # points there are and when metrics.json is rewritten.
     _metrics: MetricsJsonFile
-    _journal: MetricsJournal
+    _journal: MetricsLog
     _output: OutputFile
     _points: int
     _schedule: RewriteSchedule
@@ -262,7 +262,7 @@ class FileStorageObserver(RunEntryObserver):
         self.dir = run_dir
         self.run_entry, self.config, self.info = {}, {}, {}
         self._metrics = MetricsJsonFile(os.path.join(run_dir, "metrics.json"))
-        self._journal = MetricsJournal(os.path.join(run_dir, METRICS_JOURNAL))
+        self._journal = MetricsLog(os.path.join(run_dir, METRICS_JOURNAL))
         self._output = OutputFile(os.path.join(run_dir, "cout.txt"))
         self._points = 0
         self._schedule = RewriteSchedule()

@@ -29,10 +29,11 @@ __all__ = [
     "replacing",
     "write_atomic",
     "write_failure_file",
+    "write_private",
 ]
 
 
-def _create_temporary(directory: str, name: str) -> tuple[int, str]:
+def _create_temporary(directory: str, name: str, mode: int = 0o666) -> tuple[int, str]:
     """Open a new temporary file beside the target, for a write-then-rename.
 
     Unlike :func:`tempfile.mkstemp` (always 0600) it is created with the umask's permissions,
@@ -41,7 +42,7 @@ def _create_temporary(directory: str, name: str) -> tuple[int, str]:
     for _ in range(100):
         path = os.path.join(directory, f".{name}.{secrets.token_hex(6)}.tmp")
         try:
-            return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), path
+            return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode), path
         except FileExistsError:
             continue
     raise FileExistsError(f"could not create a temporary file in {directory}")
@@ -61,6 +62,19 @@ def write_atomic(path: str, text: str, durable: bool = False) -> None:
             if durable:
                 stream.flush()
                 os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        _remove_quietly(temporary)
+        raise
+
+
+def write_private(path: str, data: bytes) -> None:
+    """Replace ``path`` with ``data``, readable by its owner only (journals, failure dumps)."""
+    directory, name = os.path.split(os.path.abspath(path))
+    handle, temporary = _create_temporary(directory, name, 0o600)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
         os.replace(temporary, path)
     except BaseException:
         _remove_quietly(temporary)

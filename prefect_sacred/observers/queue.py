@@ -17,7 +17,7 @@ away. Unlike Sacred's:
   ones included; ``log_metrics`` keeps the event's signature ``(metrics_by_name, info)``.
 
 Every run now delivers to each of its observers from a thread of its own, through the same
-:class:`~prefect_sacred.journal.delivery.DeliveryWorker` (with a journal on disk behind it), so
+:class:`~prefect_sacred.observers.delivery.DeliveryWorker` (with a journal on disk behind it), so
 wrapping is no longer needed to ride out outages; the wrapper stays for code that uses it, and
 for its own ``join_timeout`` and failure files.
 """
@@ -33,7 +33,6 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from prefect_sacred.journal.delivery import DeliveryWorker
 from prefect_sacred.observers.base import (
     ObserverLike,
     OutputDelta,
@@ -41,6 +40,7 @@ from prefect_sacred.observers.base import (
     RunObserver,
     takes_output_delta,
 )
+from prefect_sacred.observers.delivery import DeliveryWorker
 from prefect_sacred.observers.files import write_failure_file
 from prefect_sacred.serialization import flatten
 from prefect_sacred.utils import redact

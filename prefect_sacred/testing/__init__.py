@@ -37,4 +37,6 @@ if "pytest" in _sys.modules:  # under pytest: detailed assertion messages from t
         "prefect_sacred.testing._journal_scenarios",
     )
 
-__getattr__ = _lazy_attributes(__name__, {"ObserverContractSuite": "prefect_sacred.testing.contract"})
+__getattr__, __dir__ = _lazy_attributes(
+    __name__, {"ObserverContractSuite": "prefect_sacred.testing.contract"}
+)

@@ -25,10 +25,10 @@ class JournalScenarios(SuiteHooks):
     def test_a_run_whose_process_died_is_finished_from_its_journal(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        from prefect_sacred.flows.info import gather_experiment_info, gather_host_info
-        from prefect_sacred.flows.run import Run
-        from prefect_sacred.journal.journal import resumable
-        from prefect_sacred.journal.sync import sync_journal
+        from prefect_sacred.core.info import gather_experiment_info, gather_host_info
+        from prefect_sacred.core.journal import resumable
+        from prefect_sacred.core.run import Run
+        from prefect_sacred.core.sync import sync_journal
 
         observer = self.observer()
         if not resumable(observer):
@@ -71,4 +71,3 @@ class JournalScenarios(SuiteHooks):
         assert record.fail_trace and "died" in "".join(record.fail_trace)
         assert [float(v) for v in record.metrics["loss"]["values"]] == [float(step) for step in range(9)]
         assert "epoch 1\n" in record.captured_out and "epoch 2, never beaten\n" in record.captured_out
-

@@ -116,7 +116,7 @@ class ProcessScenarios(SuiteHooks):
     @contextmanager
     def _serving(self, url: str, workdir: Path, **env: str) -> Iterator[str]:
         """A serve process for ``served.py`` whose observers come from ``url``; yields its name."""
-        from prefect.client.orchestration import get_client
+        from prefect_sacred.prefect_client import sync_client
 
         deployment = f"contract-{uuid.uuid4().hex[:10]}"
         log_path = workdir / "serve.log"
@@ -132,7 +132,7 @@ class ProcessScenarios(SuiteHooks):
 
             def deployment_exists() -> bool:
                 assert process.poll() is None, "the serve process exited"
-                with get_client(sync_client=True) as client:
+                with sync_client() as client:
                     client.read_deployment_by_name(f"served/{deployment}")
                 return True
 
@@ -172,12 +172,11 @@ class ProcessScenarios(SuiteHooks):
 
     def _served_run_id(self, flow_run_id: Any) -> Any:
         """The experiment run id of a served flow run, once the run has started."""
-        from prefect.client.orchestration import get_client
-
-        from prefect_sacred.flows.prefect_api import RUN_ID_LABEL
+        from prefect_sacred.flows.labels import RUN_ID_LABEL
+        from prefect_sacred.prefect_client import sync_client
 
         def labelled() -> Any:
-            with get_client(sync_client=True) as client:
+            with sync_client() as client:
                 return (client.read_flow_run(flow_run_id).labels or {}).get(RUN_ID_LABEL)
 
         run_id = wait_for(
@@ -187,10 +186,11 @@ class ProcessScenarios(SuiteHooks):
 
     def _cancel(self, flow_run_id: Any) -> None:
         """Cancel a flow run as ``prefect flow-run cancel`` does: set its state to Cancelling."""
-        from prefect.client.orchestration import get_client
         from prefect.client.schemas.objects import State, StateType
         from prefect.client.schemas.responses import SetStateStatus
 
-        with get_client(sync_client=True) as client:
+        from prefect_sacred.prefect_client import sync_client
+
+        with sync_client() as client:
             result = client.set_flow_run_state(flow_run_id, State(type=StateType.CANCELLING))
         assert result.status == SetStateStatus.ACCEPT, result.details

@@ -16,7 +16,7 @@ from prefect_sacred.observers.base import ObserverLike
 from prefect_sacred.testing.records import RunRecord
 
 if TYPE_CHECKING:
-    from prefect_sacred.flows.experiment import Experiment
+    from prefect_sacred.experiment import Experiment
 
 T = TypeVar("T")
 

@@ -293,7 +293,7 @@ def capture_runs(priority: int = 0) -> Iterator[InMemoryObserver]:
 
     Like structlog's ``capture_logs``: the yielded :class:`InMemoryObserver` is added to each
     run started in this context (``ex.run()``, ``ex.run_commandline()``, calling ``ex.flow``),
-    with :func:`prefect_sacred.flows.experiment.observing`. Runs started in other threads see
+    with :func:`prefect_sacred.experiment.observing`. Runs started in other threads see
     it only if they run in a copy of this context.
 
     Args:
@@ -311,7 +311,7 @@ def capture_runs(priority: int = 0) -> Iterator[InMemoryObserver]:
         assert observer.runs[-1]["config"]["epochs"] == 1
         ```
     """
-    from prefect_sacred.flows.experiment import observing
+    from prefect_sacred.experiment import observing
 
     observer = InMemoryObserver(priority=priority)
     with observing(observer):

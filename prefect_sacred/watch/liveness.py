@@ -5,7 +5,7 @@ backend or a laptop that slept would look like death) but from the run's journal
 machine. A live run's process holds its journal's ``flock`` for as long as it exists, also while
 stopped (SIGSTOP) or suspended; the kernel releases it the moment the process dies, however it
 dies (SIGKILL, the OOM killer). So a journal of the experiment whose lock is free and whose
-log has no end is a dead run: :func:`~prefect_sacred.journal.sync.sync_journal` delivers what
+log has no end is a dead run: :func:`~prefect_sacred.core.sync.sync_journal` delivers what
 it still holds (metric points and output up to about a second before the death), then
 ``failed_event`` with a trace naming the process. A journal whose run ended but whose
 observers did not receive everything is delivered again, at most every ``retry_every`` seconds.
@@ -18,17 +18,15 @@ beat events they send to Prefect (see :mod:`prefect_sacred.watch.remote`).
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import socket
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
-from prefect_sacred.journal.journal import _LOG, JournalLocked, RunJournal, _lock
-from prefect_sacred.journal.sync import SyncReport, sync_journal
+from prefect_sacred.core.journal import JournalLocked, RunJournal
+from prefect_sacred.core.sync import SyncReport, sync_journal
 
 __all__ = ["DeadRunFinder"]
 
@@ -70,13 +68,11 @@ class DeadRunFinder:
         reports = []
         now = time.monotonic()
         for path in RunJournal.all(self.root):
-            identity = _identity(path)
+            identity = RunJournal.identity(path)
             if self._not_before.get(path, 0.0) > now or identity is None or not self._mine(identity):
                 continue
-            held = _lock(path, wait=0.0)
-            if held is None:  # its process holds the lock: alive, stopped or not
+            if RunJournal.is_held(path):  # its process lives, stopped or not
                 continue
-            os.close(held)
             if self.defer is not None and self.defer(identity):
                 continue
             try:
@@ -97,17 +93,3 @@ class DeadRunFinder:
         return bool(
             identity.get("experiment") == self.experiment_name and identity.get("host") in (None, self._host)
         )
-
-
-def _identity(path: str) -> dict[str, Any] | None:
-    """The journal's first record (the run's identity), read alone: journals can be large."""
-    try:
-        with open(os.path.join(path, _LOG), "rb") as handle:
-            line = handle.readline()
-    except OSError:
-        return None
-    try:
-        record = json.loads(line)
-    except ValueError:
-        return None
-    return record if isinstance(record, dict) and record.get("kind") == "run" else None

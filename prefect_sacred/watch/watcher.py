@@ -3,7 +3,7 @@
 It subscribes to Prefect's event stream (``prefect.flow-run.Scheduled``, ``Pending``,
 ``Cancelled`` ...): a flow run of one of the experiment's deployments, created by the UI's Run
 button, ``prefect deployment run``, a schedule or the API, is claimed (see
-:func:`~prefect_sacred.watch.queueing.claim`) and recorded QUEUED with the config it will run
+:func:`~prefect_sacred.flows.queued.claim`) and recorded QUEUED with the config it will run
 with (its seed is fixed on the flow run, so the run draws no other). On start, and every
 ``reconcile_every`` seconds, it backfills: flow runs already Scheduled or Pending are recorded
 the same way (Prefect's scheduler creates a schedule's runs without emitting any event, so
@@ -40,33 +40,29 @@ from collections.abc import Mapping
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
-from prefect_sacred.flows import prefect_api
-from prefect_sacred.flows.commandline import RunOptions
-from prefect_sacred.flows.fanout import ObserverFanout
+from prefect_sacred.core.fanout import ObserverFanout
+from prefect_sacred.core.records import restore_value
+from prefect_sacred.flows.beat_events import BEAT_EVENT
+from prefect_sacred.flows.claims import QUEUED_ID_LABEL, already_claimed, claim_flow_run, release_claim
 from prefect_sacred.flows.flow_runs import deployment_config
-from prefect_sacred.journal.records import restore_value
+from prefect_sacred.flows.labels import RUN_ID_LABEL, ui_url
+from prefect_sacred.flows.options import RunOptions
+from prefect_sacred.flows.queued import record_queued
+from prefect_sacred.flows.travel import FLAGS_LABEL, flag_observers
 from prefect_sacred.observers.base import ResumedRun, resuming
 from prefect_sacred.observers.prefect_ui.observer import with_prefect_ui
 from prefect_sacred.observers.registry import ObserverConfigError
+from prefect_sacred.prefect_client import sync_client
 from prefect_sacred.serialization import utcnow
 from prefect_sacred.watch.liveness import DeadRunFinder
-from prefect_sacred.watch.queueing import (
-    QUEUED_ID_LABEL,
-    _client,
-    _taken,
-    claim,
-    record_queued,
-    release,
-)
-from prefect_sacred.watch.remote import BEAT_EVENT, Heard, RemoteBeats, silence_limit
-from prefect_sacred.watch.travel import FLAGS_LABEL, flag_observers
+from prefect_sacred.watch.remote import Heard, RemoteBeats, silence_limit
 
 if typing.TYPE_CHECKING:
     from uuid import UUID
 
     from prefect.client.schemas.objects import FlowRun
 
-    from prefect_sacred.flows.experiment import Experiment
+    from prefect_sacred.flows.experiment_like import ExperimentLike
 
 __all__ = ["Watcher"]
 
@@ -102,7 +98,7 @@ class Watcher:
 
     def __init__(
         self,
-        experiment: Experiment,
+        experiment: ExperimentLike,
         reconcile_every: float = 5.0,
         liveness_every: float = 1.0,
         dead_after: float | None = None,
@@ -228,7 +224,7 @@ class Watcher:
         from prefect.client.schemas.objects import StateType
         from prefect.client.schemas.sorting import FlowRunSort
 
-        with _client() as client:
+        with sync_client() as client:
             waiting = client.read_flow_runs(
                 flow_filter=FlowFilter(name=FlowFilterName(any_=[self.experiment.name])),
                 flow_run_filter=FlowRunFilter(
@@ -244,20 +240,24 @@ class Watcher:
 
     def consider(self, flow_run_id: UUID) -> None:
         """Record flow run ``flow_run_id`` QUEUED if it waits, is a deployment's and nobody has."""
-        with _client() as client:
+        with sync_client() as client:
             flow_run = client.read_flow_run(flow_run_id)
         self._consider_run(flow_run)
 
     def _consider_run(self, flow_run: FlowRun) -> None:
         labels = flow_run.labels or {}
-        if QUEUED_ID_LABEL in labels and prefect_api.RUN_ID_LABEL not in labels:
+        if QUEUED_ID_LABEL in labels and RUN_ID_LABEL not in labels:
             with self._lock:  # queued by someone else: still ours to end if it is cancelled
                 self.queued.setdefault(flow_run.id, labels[QUEUED_ID_LABEL])
                 if labels.get(FLAGS_LABEL):  # and its flags' observers, should it be deleted
                     self._travelled[flow_run.id] = labels[FLAGS_LABEL]
-        if flow_run.deployment_id is None or _state_type(flow_run) not in _WAITING or _taken(flow_run):
+        if (
+            flow_run.deployment_id is None
+            or _state_type(flow_run) not in _WAITING
+            or already_claimed(flow_run)
+        ):
             return
-        if not claim(flow_run.id):
+        if not claim_flow_run(flow_run.id):
             return
         try:
             flow_run = self._fix_seed(flow_run)
@@ -265,7 +265,7 @@ class Watcher:
             prepared = deployment_config(self.experiment, flow_run.parameters)
             queued = record_queued(self.experiment, flow_run, RunOptions(), None, prepared, deployment)
         finally:
-            release(flow_run.id)
+            release_claim(flow_run.id)
         with self._lock:
             self.queued[flow_run.id] = queued._id
         logger.info("flow run %s (%s) recorded as queued run %s", flow_run.name, deployment, queued._id)
@@ -278,13 +278,13 @@ class Watcher:
         if "seed" not in self.experiment.flow.parameters.properties or parameters.get("seed") is not None:
             return flow_run
         parameters["seed"] = new_seed()
-        with _client() as client:
+        with sync_client() as client:
             client.update_flow_run(flow_run.id, parameters=parameters)
             return client.read_flow_run(flow_run.id)
 
     def _deployment_name(self, flow_run: FlowRun) -> str:
         try:
-            with _client() as client:
+            with sync_client() as client:
                 assert flow_run.deployment_id is not None
                 return f"{self.experiment.name}/{client.read_deployment(flow_run.deployment_id).name}"
         except Exception:
@@ -297,7 +297,7 @@ class Watcher:
         with self._lock:
             known = flow_run_id in self.queued
         try:
-            with _client() as client:
+            with sync_client() as client:
                 flow_run = client.read_flow_run(flow_run_id)
         except ObjectNotFound:
             if known:
@@ -308,7 +308,7 @@ class Watcher:
         labels = flow_run.labels or {}
         if QUEUED_ID_LABEL not in labels:
             return
-        if prefect_api.RUN_ID_LABEL in labels or _state_type(flow_run) not in _ENDED_BEFORE_START | _WAITING:
+        if RUN_ID_LABEL in labels or _state_type(flow_run) not in _ENDED_BEFORE_START | _WAITING:
             with self._lock:  # it started: the run's own hooks record it from now on
                 self.queued.pop(flow_run_id, None)
                 self._travelled.pop(flow_run_id, None)
@@ -340,7 +340,7 @@ class Watcher:
         if time.monotonic() - first > RUNNER_GRACE:
             return False
         try:
-            with _client() as client:
+            with sync_client() as client:
                 flow_run = client.read_flow_run(UUID(flow_run_id))
         except Exception:  # Prefect away: a plain run is ended regardless
             return False
@@ -348,12 +348,12 @@ class Watcher:
 
     def crashed(self, flow_run_id: UUID) -> None:
         """A flow run Prefect marked Crashed: end its run if no runner hook or journal here will."""
-        from prefect_sacred.journal.journal import RunJournal
+        from prefect_sacred.core.journal import RunJournal
 
-        with _client() as client:
+        with sync_client() as client:
             flow_run = client.read_flow_run(flow_run_id)
         labels = flow_run.labels or {}
-        if prefect_api.RUN_ID_LABEL not in labels:
+        if RUN_ID_LABEL not in labels:
             self.check(flow_run_id)  # crashed while queued
             return
         if flow_run.deployment_id is not None:  # its serve process or worker runs on_crashed
@@ -361,7 +361,7 @@ class Watcher:
         if RunJournal.find(str(flow_run_id)) is not None:
             self.end_dead_runs()  # the lock decides: a live process is never ended
             return
-        run_id = labels[prefect_api.RUN_ID_LABEL]
+        run_id = labels[RUN_ID_LABEL]
         state = flow_run.state
         message = state.message if state is not None and state.message else "no message"
         if _WATCHER_MARK in message:  # this watcher's (or another's) doing: its run is ended
@@ -381,7 +381,7 @@ class Watcher:
 
         payload = heard.payload
         try:
-            with _client() as client:
+            with sync_client() as client:
                 flow_run = client.read_flow_run(UUID(str(payload.get("flow_run_id"))))
         except ObjectNotFound:
             self.remote.forget(heard)
@@ -416,7 +416,7 @@ class Watcher:
             payload.get("host"),
             payload.get("pid"),
         )
-        with _client() as client:
+        with sync_client() as client:
             flow_run = client.read_flow_run(UUID(str(payload.get("flow_run_id"))))
             state = flow_run.state
             if state is not None and state.name == "Crashed" and _WATCHER_MARK in (state.message or ""):
@@ -443,7 +443,7 @@ class Watcher:
         from uuid import UUID
 
         try:
-            with _client() as client:
+            with sync_client() as client:
                 flow_run = client.read_flow_run(UUID(str(identity.get("flow_run_id"))))
         except Exception:  # no flow run, or Prefect away: delivered all the same, without summary
             return nullcontext()
@@ -484,7 +484,7 @@ def _mark_crashed(flow_run_id: str, pid: Any, message: str | None = None) -> Non
     from prefect.states import Crashed
 
     try:
-        with _client() as client:
+        with sync_client() as client:
             flow_run = client.read_flow_run(UUID(flow_run_id))
             if _state_type(flow_run) == "RUNNING":
                 message = message or f"its process (pid {pid}) died; {_WATCHER_MARK}"
@@ -501,7 +501,7 @@ def _resumed_run(flow_run: FlowRun, experiment: str) -> ResumedRun:
         flow_name=experiment,
         flow_run_id=str(flow_run.id),
         flow_run_name=flow_run.name,
-        ui_url=prefect_api.ui_url(flow_run.id),
+        ui_url=ui_url(flow_run.id),
         parameters=dict(flow_run.parameters or {}),
         start_time=start,
     )

@@ -54,9 +54,7 @@ def read_run(engine: Any, run_id: Any) -> RunRecord:
             series["values"].append(value)
         artifacts = dict(
             conn.execute(
-                sa.select(t.artifact.c.filename, t.artifact.c.content).where(
-                    t.artifact.c.run_id == key
-                )
+                sa.select(t.artifact.c.filename, t.artifact.c.content).where(t.artifact.c.run_id == key)
             ).all()
         )
         resources = (

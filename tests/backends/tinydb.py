@@ -62,9 +62,7 @@ class TinyDbBackend(Backend):
             start_time=run.get("start_time"),
             stop_time=run.get("stop_time"),
             fail_trace=run.get("fail_trace"),
-            metrics={
-                name: {"steps": m["steps"], "values": m["values"]} for name, m in metrics.items()
-            },
+            metrics={name: {"steps": m["steps"], "values": m["values"]} for name, m in metrics.items()},
             artifacts=artifacts,
             resources=[os.path.basename(entry[0]) for entry in run.get("resources", [])],
             meta=run.get("meta", {}),

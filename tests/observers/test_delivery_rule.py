@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from prefect_sacred.flows.metrics import linearize_metrics
+from prefect_sacred.core.metrics import linearize_metrics
 from tests.backends import Backend, BackendUnavailable
 from tests.backends.file_storage import FileStorageBackend
 from tests.backends.mongo import MongoBackend

@@ -21,19 +21,26 @@ from typing import Any
 import pytest
 
 from prefect_sacred import FileStorageObserver, InvalidArtifactName
-from prefect_sacred.flows.capture import apply_backspaces_and_linefeeds
-from prefect_sacred.flows.metrics import linearize_metrics
+from prefect_sacred.core.capture import apply_backspaces_and_linefeeds
+from prefect_sacred.core.metrics import linearize_metrics
 from prefect_sacred.observers import file_storage, files, metrics_journal
 from prefect_sacred.observers.base import OutputDelta
 from prefect_sacred.observers.files import RewriteSchedule
-from prefect_sacred.observers.metrics_journal import MetricsJournal
+from prefect_sacred.observers.metrics_log import MetricsLog
 
 T1 = dt.datetime(1999, 5, 4, 3, 2, 1)  # microsecond == 0: Sacred's isoformat() would drop ".000000"
 T2 = dt.datetime(1999, 5, 5, 5, 5, 5, 12345)
 T3 = dt.datetime(1999, 5, 6, 6, 6, 6)
 
 RUN_JSON_STARTED_KEYS = {
-    "experiment", "command", "host", "start_time", "meta", "status", "resources", "artifacts",
+    "experiment",
+    "command",
+    "host",
+    "start_time",
+    "meta",
+    "status",
+    "resources",
+    "artifacts",
     "heartbeat",
 }
 
@@ -68,8 +75,7 @@ def observer(basedir: Path) -> FileStorageObserver:
     return FileStorageObserver(basedir)
 
 
-HOST = {"hostname": "box", "os": ["Linux", "Linux-6"], "python_version": "3.11.7", "cpu": "x86",
-        "ENV": {}}
+HOST = {"hostname": "box", "os": ["Linux", "Linux-6"], "python_version": "3.11.7", "cpu": "x86", "ENV": {}}
 META = {"command": "main", "options": {"--beat-interval": None}, "comment": "hello"}
 CONFIG = {"a": 1, "nested": {"b": [1, 2]}, "seed": 42}
 
@@ -78,11 +84,17 @@ def _md5(path: Path) -> str:
     return hashlib.md5(path.read_bytes()).hexdigest()
 
 
-def _start(observer: FileStorageObserver, ex_info: dict[str, Any], _id: Any = None,
-           start_time: dt.datetime = T1) -> Any:
+def _start(
+    observer: FileStorageObserver, ex_info: dict[str, Any], _id: Any = None, start_time: dt.datetime = T1
+) -> Any:
     return observer.started_event(
-        ex_info=ex_info, command="main", host_info=HOST, start_time=start_time, config=CONFIG,
-        meta_info=META, _id=_id,
+        ex_info=ex_info,
+        command="main",
+        host_info=HOST,
+        start_time=start_time,
+        config=CONFIG,
+        meta_info=META,
+        _id=_id,
     )
 
 
@@ -143,8 +155,13 @@ def test_queued_run_json_and_started_reuses_its_directory(
 ) -> None:
     queue_time = dt.datetime(2020, 1, 2, 3, 4, 5)
     _id = observer.queued_event(
-        ex_info=sources, command="main", host_info=HOST, queue_time=queue_time, config=CONFIG,
-        meta_info=META, _id=None,
+        ex_info=sources,
+        command="main",
+        host_info=HOST,
+        queue_time=queue_time,
+        config=CONFIG,
+        meta_info=META,
+        _id=None,
     )
     assert _id == "1"
     queued = _read(basedir / "1" / "run.json")
@@ -210,10 +227,17 @@ def test_an_id_that_is_not_a_directory_name_is_refused(
 def _start_in_subprocess(basedir: str, barrier: Any, results: Any) -> None:
     observer = FileStorageObserver(basedir)
     barrier.wait()
-    results.put(observer.started_event(
-        ex_info={"name": "exp", "base_dir": basedir, "sources": []}, command="main",
-        host_info={}, start_time=T1, config={}, meta_info={}, _id=None,
-    ))
+    results.put(
+        observer.started_event(
+            ex_info={"name": "exp", "base_dir": basedir, "sources": []},
+            command="main",
+            host_info={},
+            start_time=T1,
+            config={},
+            meta_info={},
+            _id=None,
+        )
+    )
 
 
 def test_fifty_processes_starting_at_once_get_fifty_distinct_ids(basedir: Path) -> None:
@@ -278,15 +302,11 @@ def test_info_and_result_values_json_cannot_express_are_stored_with_jsonpickle(
     observer.heartbeat_event(
         info={"pair": (1, 2), "tags": {"x"}}, captured_out="", beat_time=T2, result=(3, 4)
     )
-    assert _read(basedir / "1" / "info.json") == {
-        "pair": {"py/tuple": [1, 2]}, "tags": {"py/set": ["x"]}
-    }
+    assert _read(basedir / "1" / "info.json") == {"pair": {"py/tuple": [1, 2]}, "tags": {"py/set": ["x"]}}
     assert _read(basedir / "1" / "run.json")["result"] == {"py/tuple": [3, 4]}
 
 
-def test_completed_event(
-    observer: FileStorageObserver, basedir: Path, sources: dict[str, Any]
-) -> None:
+def test_completed_event(observer: FileStorageObserver, basedir: Path, sources: dict[str, Any]) -> None:
     _start(observer, sources)
     observer.heartbeat_event(info={}, captured_out="", beat_time=T2, result=None)
     observer.completed_event(stop_time=T3, result={"acc": 0.5})
@@ -313,8 +333,11 @@ def test_failed_event_stores_the_fail_trace_list(
     observer: FileStorageObserver, basedir: Path, sources: dict[str, Any]
 ) -> None:
     _start(observer, sources)
-    trace = ["Traceback (most recent call last):\n", '  File "x.py", line 1, in <module>\n',
-             "ValueError: boom\n"]
+    trace = [
+        "Traceback (most recent call last):\n",
+        '  File "x.py", line 1, in <module>\n',
+        "ValueError: boom\n",
+    ]
     observer.failed_event(fail_time=T3, fail_trace=trace)
     run = _read(basedir / "1" / "run.json")
     assert set(run) == RUN_JSON_STARTED_KEYS | {"stop_time", "fail_trace"}
@@ -326,17 +349,14 @@ def test_failed_event_stores_the_fail_trace_list(
 # --- metrics --------------------------------------------------------------------------------
 
 
-def _batch(
-    name: str, steps: range, start: float = 1_000_000_000.0
-) -> dict[str, dict[str, list[Any]]]:
+def _batch(name: str, steps: range, start: float = 1_000_000_000.0) -> dict[str, dict[str, list[Any]]]:
     """One beat's ``metrics_by_name``, as ``MetricsLogger.drain`` produces it."""
     return linearize_metrics([(name, step, float(step), start + step) for step in steps])
 
 
 def _expected_timestamps(steps: range, start: float = 1_000_000_000.0) -> list[str]:
     epoch = dt.datetime(1970, 1, 1)
-    return [(epoch + dt.timedelta(seconds=start + step)).strftime("%Y-%m-%dT%H:%M:%S.%f")
-            for step in steps]
+    return [(epoch + dt.timedelta(seconds=start + step)).strftime("%Y-%m-%dT%H:%M:%S.%f") for step in steps]
 
 
 def test_first_beat_writes_an_empty_metrics_json(
@@ -409,7 +429,9 @@ class _DiskFillsUp:
 
 
 def test_a_failed_journal_append_stores_nothing_and_its_retry_stores_each_point_once(
-    observer: FileStorageObserver, basedir: Path, sources: dict[str, Any],
+    observer: FileStorageObserver,
+    basedir: Path,
+    sources: dict[str, Any],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     _start(observer, sources)
@@ -426,7 +448,7 @@ def test_a_failed_journal_append_stores_nothing_and_its_retry_stores_each_point_
     monkeypatch.undo()
     observer.log_metrics(metrics_by_name=second, info={})  # the delivery worker's retry
     observer.log_metrics(metrics_by_name=_batch("loss", range(6, 9)), info={})
-    journal = MetricsJournal(str(journal_path))
+    journal = MetricsLog(str(journal_path))
     assert journal.replay()["loss"]["steps"] == list(range(9))
     observer.completed_event(stop_time=T3, result=None)
     assert _read(basedir / "1" / "metrics.json")["loss"]["steps"] == list(range(9))
@@ -434,18 +456,21 @@ def test_a_failed_journal_append_stores_nothing_and_its_retry_stores_each_point_
 
 def test_metrics_json_rewrites_are_byte_identical_to_a_full_dump(tmp_path: Path) -> None:
     """Names arriving out of order, odd names, NaN and infinities, every beat rewritten."""
-    from prefect_sacred.observers.metrics_journal import MetricsJsonFile
+    from prefect_sacred.observers.metrics_log import MetricsJsonFile
 
     path = str(tmp_path / "metrics.json")
     incremental = MetricsJsonFile(path)
     incremental.write()
     assert Path(path).read_text() == json.dumps({}, sort_keys=True, indent=2)
     whole: dict[str, dict[str, list[Any]]] = {}
-    names = ["m", "b", "z", "a\u00e9\"q", "b", "0", "m"]
+    names = ["m", "b", "z", 'a\u00e9"q', "b", "0", "m"]
     for beat, name in enumerate(names):
         values = [beat + 0.5, float("nan"), float("inf"), -beat, True][: beat % 5 + 1]
-        series = {"steps": list(range(len(values))), "values": values,
-                  "timestamps": [f"2024-01-01T00:00:0{beat}.000001"] * len(values)}
+        series = {
+            "steps": list(range(len(values))),
+            "values": values,
+            "timestamps": [f"2024-01-01T00:00:0{beat}.000001"] * len(values),
+        }
         incremental.add({name: series})
         kept = whole.setdefault(name, {"values": [], "steps": [], "timestamps": []})
         for key in kept:
@@ -471,21 +496,24 @@ def test_a_metrics_json_changed_behind_the_observer_is_rebuilt_from_the_journal(
 def test_the_journal_replays_past_a_line_cut_short_and_appends_after_it(tmp_path: Path) -> None:
     """Both formats, FileStorage's and TinyDB's, come from this one journal."""
     path = tmp_path / "deep" / "metrics.journal"
-    first = MetricsJournal(str(path))
+    first = MetricsLog(str(path))
     stamp = dt.datetime(2024, 1, 2, 3, 4, 5, 6)
     first.append({"loss": {"steps": [0], "values": [0.5], "timestamps": [stamp], "name": "loss"}})
     with open(path, "a") as journal:
         journal.write('{"name": "loss", "steps": [1')  # a process killed mid-line
-    MetricsJournal(str(path)).append({"acc": {"steps": [2], "values": [1.0], "timestamps": [stamp]}})
+    MetricsLog(str(path)).append({"acc": {"steps": [2], "values": [1.0], "timestamps": [stamp]}})
     lines = path.read_text().splitlines()
     assert json.loads(lines[0]) == {
-        "name": "loss", "steps": [0], "values": [0.5], "timestamps": ["2024-01-02T03:04:05.000006"],
+        "name": "loss",
+        "steps": [0],
+        "values": [0.5],
+        "timestamps": ["2024-01-02T03:04:05.000006"],
     }
     assert first.replay() == {
         "loss": {"steps": [0], "values": [0.5], "timestamps": ["2024-01-02T03:04:05.000006"]},
         "acc": {"steps": [2], "values": [1.0], "timestamps": ["2024-01-02T03:04:05.000006"]},
     }
-    assert MetricsJournal(str(tmp_path / "missing")).replay() == {}
+    assert MetricsLog(str(tmp_path / "missing")).replay() == {}
 
 
 # --- sources, resources, artifacts ----------------------------------------------------------
@@ -555,8 +583,9 @@ def test_artifacts_are_copied_and_named_in_run_json(
     plot.write_bytes(b"png")
     _start(observer, sources)
     observer.artifact_event(name="model.bin", filename=str(model))
-    observer.artifact_event(name="figures/loss.png", filename=str(plot), metadata={"k": 1},
-                            content_type="image/png")
+    observer.artifact_event(
+        name="figures/loss.png", filename=str(plot), metadata={"k": 1}, content_type="image/png"
+    )
     observer.artifact_event(name="model.bin", filename=str(model))  # re-added: listed once
     run_dir = basedir / "1"
     assert (run_dir / "model.bin").read_bytes() == b"\x00\x01weights"
@@ -615,9 +644,22 @@ def test_observers_on_one_basedir_compare_and_hash_equal(basedir: Path, tmp_path
 
 @pytest.mark.parametrize(
     "name",
-    ["../x", "../../x", "sub/../../x", "ABSOLUTE", "run.json", "cout.txt", "metrics.json",
-     "config.json", "info.json", "./run.json", "sub/../info.json", file_storage.METRICS_JOURNAL,
-     "", "."],
+    [
+        "../x",
+        "../../x",
+        "sub/../../x",
+        "ABSOLUTE",
+        "run.json",
+        "cout.txt",
+        "metrics.json",
+        "config.json",
+        "info.json",
+        "./run.json",
+        "sub/../info.json",
+        file_storage.METRICS_JOURNAL,
+        "",
+        ".",
+    ],
 )
 def test_refused_artifact_names_write_nothing(
     observer: FileStorageObserver, basedir: Path, sources: dict[str, Any], tmp_path: Path, name: str
@@ -698,8 +740,7 @@ def test_a_crash_while_writing_leaves_the_old_file_intact_and_no_temporary_files
     with pytest.raises(OSError, match="disk on fire"):
         observer.completed_event(stop_time=T3, result=2)
     assert _snapshot(run_dir) == before
-    assert all(json.loads(content) is not None for name, content in before.items()
-               if name.endswith(".json"))
+    assert all(json.loads(content) is not None for name, content in before.items() if name.endswith(".json"))
 
 
 def test_a_crash_before_the_rename_leaves_the_old_file_intact(
@@ -732,8 +773,14 @@ def test_written_files_are_readable_like_sacreds(
     os.umask(umask)
     expected = 0o666 & ~umask
     written = [path for path in basedir.rglob("*") if path.is_file()]
-    assert {path.name for path in written} >= {"run.json", "config.json", "metrics.json",
-                                               "info.json", "cout.txt", "model.bin"}
+    assert {path.name for path in written} >= {
+        "run.json",
+        "config.json",
+        "metrics.json",
+        "info.json",
+        "cout.txt",
+        "model.bin",
+    }
     for path in written:
         assert stat.S_IMODE(path.stat().st_mode) == expected, path
 
@@ -766,8 +813,9 @@ def test_a_filter_rewriting_far_back_in_a_long_line_is_not_missed(
     _start(observer, sources)
     run_dir = basedir / "1"
     raw = "a" * 10_000
-    observer.heartbeat_event(info={}, captured_out=apply_backspaces_and_linefeeds(raw),
-                             beat_time=T2, result=None)
+    observer.heartbeat_event(
+        info={}, captured_out=apply_backspaces_and_linefeeds(raw), beat_time=T2, result=None
+    )
     raw += "\rZ"
     captured = apply_backspaces_and_linefeeds(raw)
     assert captured == "Z" + "a" * 9_999
@@ -793,13 +841,16 @@ def test_a_beat_with_an_output_delta_appends_only_the_delta(
 ) -> None:
     """The delta is trusted: what ``captured_out`` begins with is not compared."""
     _start(observer, sources)
-    observer.heartbeat_event(info={}, captured_out="one\n", beat_time=T2, result=None,
-                             output_delta=OutputDelta(0, "one\n"))
-    observer.heartbeat_event(info={}, captured_out="ONE\ntwo\n", beat_time=T2, result=None,
-                             output_delta=OutputDelta(4, "two\n"))
+    observer.heartbeat_event(
+        info={}, captured_out="one\n", beat_time=T2, result=None, output_delta=OutputDelta(0, "one\n")
+    )
+    observer.heartbeat_event(
+        info={}, captured_out="ONE\ntwo\n", beat_time=T2, result=None, output_delta=OutputDelta(4, "two\n")
+    )
     assert _cout(basedir / "1") == "one\n" + "two\n"
-    observer.heartbeat_event(info={}, captured_out="ONE\ntwo\n", beat_time=T3, result=None,
-                             output_delta=OutputDelta(8, ""))
+    observer.heartbeat_event(
+        info={}, captured_out="ONE\ntwo\n", beat_time=T3, result=None, output_delta=OutputDelta(8, "")
+    )
     assert _cout(basedir / "1") == "one\ntwo\n"
 
 
@@ -807,15 +858,21 @@ def test_a_delta_that_does_not_continue_the_stored_output_writes_it_whole(
     observer: FileStorageObserver, basedir: Path, sources: dict[str, Any]
 ) -> None:
     _start(observer, sources)
-    observer.heartbeat_event(info={}, captured_out="one\ntwo\n", beat_time=T2, result=None,
-                             output_delta=OutputDelta(0, "one\ntwo\n"))
+    observer.heartbeat_event(
+        info={},
+        captured_out="one\ntwo\n",
+        beat_time=T2,
+        result=None,
+        output_delta=OutputDelta(0, "one\ntwo\n"),
+    )
     # A filter rewrote the end (start < stored), or a beat was missed (start > stored).
     for captured, delta in [
         ("one\n2\n", OutputDelta(4, "2\n")),
         ("one\n2\nlost\n3\n", OutputDelta(11, "3\n")),
     ]:
-        observer.heartbeat_event(info={}, captured_out=captured, beat_time=T2, result=None,
-                                 output_delta=delta)
+        observer.heartbeat_event(
+            info={}, captured_out=captured, beat_time=T2, result=None, output_delta=delta
+        )
         assert _cout(basedir / "1") == captured
 
 
@@ -823,29 +880,48 @@ def test_a_sacred_style_beat_without_a_delta_stores_the_whole_output(
     observer: FileStorageObserver, basedir: Path, sources: dict[str, Any]
 ) -> None:
     _start(observer, sources)
-    observer.heartbeat_event(info={}, captured_out="one\n", beat_time=T2, result=None,
-                             output_delta=OutputDelta(0, "one\n"))
+    observer.heartbeat_event(
+        info={}, captured_out="one\n", beat_time=T2, result=None, output_delta=OutputDelta(0, "one\n")
+    )
     observer.heartbeat_event(info={}, captured_out="other\n", beat_time=T2, result=None)
     assert _cout(basedir / "1") == "other\n"
-    observer.heartbeat_event(info={}, captured_out="other\nmore\n", beat_time=T2, result=None,
-                             output_delta=OutputDelta(6, "more\n"))
+    observer.heartbeat_event(
+        info={},
+        captured_out="other\nmore\n",
+        beat_time=T2,
+        result=None,
+        output_delta=OutputDelta(6, "more\n"),
+    )
     assert _cout(basedir / "1") == "other\nmore\n"
 
 
 def test_a_failed_append_is_caught_up_by_writing_the_output_whole(
-    observer: FileStorageObserver, basedir: Path, sources: dict[str, Any],
+    observer: FileStorageObserver,
+    basedir: Path,
+    sources: dict[str, Any],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     _start(observer, sources)
-    observer.heartbeat_event(info={}, captured_out="one\n", beat_time=T2, result=None,
-                             output_delta=OutputDelta(0, "one\n"))
+    observer.heartbeat_event(
+        info={}, captured_out="one\n", beat_time=T2, result=None, output_delta=OutputDelta(0, "one\n")
+    )
     monkeypatch.setattr(files, "_append", _fail)
     with pytest.raises(OSError, match="disk full"):
-        observer.heartbeat_event(info={}, captured_out="one\ntwo\n", beat_time=T2, result=None,
-                                 output_delta=OutputDelta(4, "two\n"))
+        observer.heartbeat_event(
+            info={},
+            captured_out="one\ntwo\n",
+            beat_time=T2,
+            result=None,
+            output_delta=OutputDelta(4, "two\n"),
+        )
     monkeypatch.undo()
-    observer.heartbeat_event(info={}, captured_out="one\ntwo\nthree\n", beat_time=T2,
-                             result=None, output_delta=OutputDelta(8, "three\n"))
+    observer.heartbeat_event(
+        info={},
+        captured_out="one\ntwo\nthree\n",
+        beat_time=T2,
+        result=None,
+        output_delta=OutputDelta(8, "three\n"),
+    )
     assert _cout(basedir / "1") == "one\ntwo\nthree\n"
 
 
@@ -862,8 +938,7 @@ def test_the_observer_keeps_no_reference_to_captured_out(
     more = captured + "more\n"
     for text, delta in [(captured, None), (more, OutputDelta(len(captured), "more\n"))]:
         before = sys.getrefcount(text)
-        observer.heartbeat_event(info={}, captured_out=text, beat_time=T2, result=None,
-                                 output_delta=delta)
+        observer.heartbeat_event(info={}, captured_out=text, beat_time=T2, result=None, output_delta=delta)
         assert sys.getrefcount(text) == before
 
 
@@ -888,8 +963,7 @@ def test_a_mako_template_renders_the_report(
     observer.completed_event(stop_time=T3, result=None)
     report = (basedir / "1" / "report.html").read_text()
     assert report == (
-        f"<h1>exp COMPLETED</h1>\n<p>a=1</p>\n<p>info=0.75</p>\n<pre>hello</pre>\n"
-        f"<p>{basedir / '1'}</p>\n"
+        f"<h1>exp COMPLETED</h1>\n<p>a=1</p>\n<p>info=0.75</p>\n<pre>hello</pre>\n<p>{basedir / '1'}</p>\n"
     )
 
 
@@ -929,8 +1003,9 @@ def test_reattach_rebuilds_metrics_from_the_journal_and_finishes_the_run(
     for beat in range(10):
         steps = range(beat * 100, (beat + 1) * 100)
         original.log_metrics(metrics_by_name=_batch("loss", steps), info={})
-        original.heartbeat_event(info={"beat": beat}, captured_out=f"out {beat}\n" * (beat + 1),
-                                 beat_time=T2, result=None)
+        original.heartbeat_event(
+            info={"beat": beat}, captured_out=f"out {beat}\n" * (beat + 1), beat_time=T2, result=None
+        )
     run_dir = basedir / "1"
     # The process is SIGKILLed: metrics.json lags behind, the journal has everything.
     assert (run_dir / file_storage.METRICS_JOURNAL).exists()
@@ -967,7 +1042,9 @@ def test_reattach_refuses_finished_and_unknown_runs(
 
 
 def test_a_large_history_is_not_rewritten_on_every_beat(
-    observer: FileStorageObserver, basedir: Path, sources: dict[str, Any],
+    observer: FileStorageObserver,
+    basedir: Path,
+    sources: dict[str, Any],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Rewrites of metrics.json are geometric once they are not cheap: O(new points) per beat."""

@@ -110,17 +110,12 @@ def test_sacreds_own_models_read_a_completed_run(db_url: str, tmp_path: Path) ->
     assert doc["host"] == {k: HOST[k] for k in ("hostname", "cpu", "os", "python_version")}
     assert doc["experiment"]["name"] == "exp"
     assert doc["experiment"]["sources"][0]["filename"] == "train.py"
-    assert (
-        sorted(doc["experiment"]["dependencies"])[1]
-        == "opentelemetry-exporter-otlp-proto-http==1.27.0"
-    )
+    assert sorted(doc["experiment"]["dependencies"])[1] == "opentelemetry-exporter-otlp-proto-http==1.27.0"
     assert [a["filename"] for a in doc["artifacts"]] == ["model.bin"]
     assert [r["filename"] for r in doc["resources"]] == [str(tmp_path / "train.py")]
 
 
-def test_schema_has_sacreds_tables_columns_and_the_metric_index(
-    db_url: str, tmp_path: Path
-) -> None:
+def test_schema_has_sacreds_tables_columns_and_the_metric_index(db_url: str, tmp_path: Path) -> None:
     from sacred.observers import sql_bases
 
     observer = SqlObserver(db_url)
@@ -133,9 +128,7 @@ def test_schema_has_sacreds_tables_columns_and_the_metric_index(
     assert indexes["ix_metric_run_name_step"] == ["run_id", "name", "step"]
 
 
-def test_ids_are_plain_sequential_numbers_and_given_ids_are_kept(
-    db_url: str, tmp_path: Path
-) -> None:
+def test_ids_are_plain_sequential_numbers_and_given_ids_are_kept(db_url: str, tmp_path: Path) -> None:
     assert [start(SqlObserver(db_url), tmp_path) for _ in range(3)] == [1, 2, 3]
     assert start(SqlObserver(db_url), tmp_path, _id="custom") == "custom"
     with pytest.raises(SqlObserverError, match="already exists"):
@@ -174,9 +167,7 @@ def test_results_metrics_and_traces_json_cannot_hold_are_kept(db_url: str, tmp_p
         {},
     )
     observer.heartbeat_event(info={"arr": np.ones(2)}, captured_out="a", beat_time=T2, result=None)
-    observer.log_metrics(
-        {"loss": {"steps": [2], "values": [0.25], "timestamps": [T2], "name": "loss"}}, {}
-    )
+    observer.log_metrics({"loss": {"steps": [2], "values": [0.25], "timestamps": [T2], "name": "loss"}}, {})
     observer.failed_event(
         fail_time=T2, fail_trace=["Traceback (most recent call last):\n", "ValueError: x\n"]
     )
@@ -265,9 +256,7 @@ def test_heartbeat_from_another_thread_is_visible_to_another_connection_mid_run(
     assert row.captured_out == "epoch 3\n" and row.heartbeat is not None
 
 
-def test_output_is_appended_and_rewritten_when_a_filter_changes_it(
-    db_url: str, tmp_path: Path
-) -> None:
+def test_output_is_appended_and_rewritten_when_a_filter_changes_it(db_url: str, tmp_path: Path) -> None:
     observer = SqlObserver(db_url)
     _id = start(observer, tmp_path)
     observer.heartbeat_event(info={}, captured_out="one\n", beat_time=T2, result=None)
@@ -347,8 +336,13 @@ def test_captured_out_is_null_until_the_first_beat_and_appending_to_null_works(
         assert _raw_captured_out(other, other_id) == "first\n"
     queued = SqlObserver(db_url)
     queued_id = queued.queued_event(
-        ex_info=ex_info(tmp_path), command="train", host_info=HOST, queue_time=T1, config={},
-        meta_info={}, _id=None,
+        ex_info=ex_info(tmp_path),
+        command="train",
+        host_info=HOST,
+        queue_time=T1,
+        config={},
+        meta_info={},
+        _id=None,
     )
     start(queued, tmp_path, _id=queued_id)
     assert _raw_captured_out(queued, queued_id) is None
@@ -423,8 +417,7 @@ def test_concurrent_first_use_from_processes_creates_tables_once_and_distinct_id
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
     processes = [
-        context.Process(target=_start_in_process, args=(db_url, str(tmp_path), queue))
-        for _ in range(6)
+        context.Process(target=_start_in_process, args=(db_url, str(tmp_path), queue)) for _ in range(6)
     ]
     for process in processes:
         process.start()
@@ -447,9 +440,7 @@ def test_wrong_credentials_fail_at_start_without_the_password(tmp_path: Path) ->
 
 def test_unreachable_database_fails_at_start_with_a_clear_message(tmp_path: Path) -> None:
     observer = SqlObserver("mysql+pymysql://root:hunter2@127.0.0.1:1/nothing")
-    with pytest.raises(
-        SqlObserverError, match=r"cannot use the database .*127\.0\.0\.1:1"
-    ) as caught:
+    with pytest.raises(SqlObserverError, match=r"cannot use the database .*127\.0\.0\.1:1") as caught:
         start(observer, tmp_path)
     assert "hunter2" not in str(caught.value)
 

@@ -96,9 +96,7 @@ def test_layout_record_and_tags_match_sacreds(tmp_path: Path) -> None:
         "result",
         "stop_time",
     }
-    assert (
-        root / "hashfs" / md5[:2] / md5[2:4] / md5[4:6] / md5[6:]
-    ).read_bytes() == b"print('exp')\n"
+    assert (root / "hashfs" / md5[:2] / md5[2:4] / md5[4:6] / md5[6:]).read_bytes() == b"print('exp')\n"
 
 
 def test_report_text_is_sacreds(tmp_path: Path) -> None:
@@ -141,8 +139,7 @@ def test_report_text_is_sacreds(tmp_path: Path) -> None:
 def test_reader_selects_by_index_name_regex_and_query(tmp_path: Path) -> None:
     root = tmp_path / "runs_db"
     ids = [
-        run_once(root, tmp_path, name=name, result=i)
-        for i, name in enumerate(["alpha_1", "beta", "alpha_2"])
+        run_once(root, tmp_path, name=name, result=i) for i, name in enumerate(["alpha_1", "beta", "alpha_2"])
     ]
     reader = TinyDbReader(root)
     assert [r["_id"] for r in reader.fetch_metadata(indices=0)] == [ids[0]]
@@ -204,9 +201,7 @@ def test_queued_run_starts_under_its_id_and_metrics_and_files_are_kept(tmp_path:
         )
         == queued
     )
-    observer.log_metrics(
-        {"loss": {"steps": [0, 1], "values": [1.0, 0.5], "timestamps": [T1, T2]}}, {}
-    )
+    observer.log_metrics({"loss": {"steps": [0, 1], "values": [1.0, 0.5], "timestamps": [T1, T2]}}, {})
     observer.log_metrics({"loss": {"steps": [2], "values": [0.25], "timestamps": [T2]}}, {})
     data = tmp_path / "data.csv"
     data.write_text("a\n")
@@ -230,9 +225,7 @@ def _write_runs(root: str, base: str, count: int) -> None:
 def test_processes_writing_into_one_directory_lose_nothing(tmp_path: Path) -> None:
     root = tmp_path / "runs_db"
     context = multiprocessing.get_context("spawn")
-    processes = [
-        context.Process(target=_write_runs, args=(str(root), str(tmp_path), 8)) for _ in range(4)
-    ]
+    processes = [context.Process(target=_write_runs, args=(str(root), str(tmp_path), 8)) for _ in range(4)]
     for process in processes:
         process.start()
     for process in processes:
@@ -419,7 +412,10 @@ def test_metrics_survive_a_journal_line_cut_short_by_a_crash(tmp_path: Path) -> 
     observer.log_metrics({"loss": {"steps": [0], "values": [1.0], "timestamps": [T1]}}, {})
     journal = root / "metrics" / f"{_id}.jsonl"
     assert json.loads(journal.read_text()) == {
-        "name": "loss", "steps": [0], "values": [1.0], "timestamps": ["2016-11-12T01:18:00.197311"]
+        "name": "loss",
+        "steps": [0],
+        "values": [1.0],
+        "timestamps": ["2016-11-12T01:18:00.197311"],
     }
     with open(journal, "a") as handle:
         handle.write('{"name": "loss", "steps": [9')  # the process was killed mid-line
@@ -439,8 +435,13 @@ def test_search_and_the_runs_table_give_files_as_sacreds_do(tmp_path: Path) -> N
     root = tmp_path / "runs_db"
     observer = TinyDbObserver(root)
     observer.started_event(
-        ex_info=ex_info(tmp_path), command="run", host_info=HOST, start_time=T1, config={},
-        meta_info={}, _id=None,
+        ex_info=ex_info(tmp_path),
+        command="run",
+        host_info=HOST,
+        start_time=T1,
+        config={},
+        meta_info={},
+        _id=None,
     )
     data = tmp_path / "data.csv"
     data.write_bytes(b"a,b\n")

@@ -40,8 +40,20 @@ from tests.servers.mongomock_compat import first_in_order, patch_mongomock
 
 MAX_BSON_SIZE = 16 * 1024 * 1024
 _BATCH_BYTES = 8 * 1024 * 1024
-_IGNORED = {"$db", "lsid", "$readPreference", "writeConcern", "$clusterTime", "txnNumber",
-            "readConcern", "apiVersion", "apiStrict", "apiDeprecationErrors", "comment", "maxTimeMS"}
+_IGNORED = {
+    "$db",
+    "lsid",
+    "$readPreference",
+    "writeConcern",
+    "$clusterTime",
+    "txnNumber",
+    "readConcern",
+    "apiVersion",
+    "apiStrict",
+    "apiDeprecationErrors",
+    "comment",
+    "maxTimeMS",
+}
 _MORE_TO_COME = 1 << 1
 
 
@@ -115,10 +127,18 @@ class MongoWireServer:
     def _dispatch(self, name: str, cmd: dict[str, Any], db_name: str) -> dict[str, Any]:
         lowered = name.lower()
         if lowered in {"ismaster", "hello"}:
-            return {"ismaster": True, "isWritablePrimary": True, "helloOk": True,
-                    "maxBsonObjectSize": MAX_BSON_SIZE, "maxMessageSizeBytes": 48_000_000,
-                    "maxWriteBatchSize": 100_000, "localTime": dt.datetime.now(dt.UTC),
-                    "minWireVersion": 0, "maxWireVersion": 17, "ok": 1}
+            return {
+                "ismaster": True,
+                "isWritablePrimary": True,
+                "helloOk": True,
+                "maxBsonObjectSize": MAX_BSON_SIZE,
+                "maxMessageSizeBytes": 48_000_000,
+                "maxWriteBatchSize": 100_000,
+                "localTime": dt.datetime.now(dt.UTC),
+                "minWireVersion": 0,
+                "maxWireVersion": 17,
+                "ok": 1,
+            }
         if lowered in {"ping", "endsessions", "killallsessions"}:
             return {"ok": 1}
         if lowered == "buildinfo":
@@ -133,8 +153,9 @@ class MongoWireServer:
 
     # --- helpers ----------------------------------------------------------------------------
 
-    def _cursor_reply(self, ns: str, docs: list[dict[str, Any]], batch_size: int | None,
-                      single: bool = False) -> dict[str, Any]:
+    def _cursor_reply(
+        self, ns: str, docs: list[dict[str, Any]], batch_size: int | None, single: bool = False
+    ) -> dict[str, Any]:
         first, rest = _split_batch(docs, batch_size if batch_size is not None else 101)
         cursor_id = 0
         if rest and not single:
@@ -186,8 +207,11 @@ class MongoWireServer:
                 else:
                     before = collection.find_one(query)
                     result = collection.update_one(query, update, **options)
-                    changed_id = result.upserted_id if result.upserted_id is not None else (
-                        before["_id"] if before else None)
+                    changed_id = (
+                        result.upserted_id
+                        if result.upserted_id is not None
+                        else (before["_id"] if before else None)
+                    )
                     if changed_id is not None:
                         try:
                             self._check_size(collection.find_one({"_id": changed_id}))
@@ -230,8 +254,13 @@ class MongoWireServer:
     def _cmd_find(self, db: Any, coll: str, cmd: dict[str, Any]) -> dict[str, Any]:
         sort = list(cmd["sort"].items()) if cmd.get("sort") else None
         limit = int(cmd.get("limit", 0) or 0)
-        cursor = db[coll].find(cmd.get("filter", {}), cmd.get("projection") or None,
-                               skip=int(cmd.get("skip", 0) or 0), limit=abs(limit), sort=sort)
+        cursor = db[coll].find(
+            cmd.get("filter", {}),
+            cmd.get("projection") or None,
+            skip=int(cmd.get("skip", 0) or 0),
+            limit=abs(limit),
+            sort=sort,
+        )
         docs = list(cursor)
         single = bool(cmd.get("singleBatch")) or limit < 0
         return self._cursor_reply(f"{db.name}.{coll}", docs, cmd.get("batchSize"), single)
@@ -264,11 +293,13 @@ class MongoWireServer:
         upsert = bool(cmd.get("upsert"))
         try:
             if any(str(key).startswith("$") for key in update):
-                value = collection.find_one_and_update(query, update, projection=projection, sort=sort,
-                                                       upsert=upsert, return_document=after)
+                value = collection.find_one_and_update(
+                    query, update, projection=projection, sort=sort, upsert=upsert, return_document=after
+                )
             else:
-                value = collection.find_one_and_replace(query, update, projection=projection, sort=sort,
-                                                        upsert=upsert, return_document=after)
+                value = collection.find_one_and_replace(
+                    query, update, projection=projection, sort=sort, upsert=upsert, return_document=after
+                )
         except mongomock.DuplicateKeyError as exc:
             raise CommandError(11000, f"E11000 duplicate key error: {exc}") from None
         last: dict[str, Any] = {"n": int(existed or upsert), "updatedExisting": existed}
@@ -306,8 +337,11 @@ class MongoWireServer:
         for index in cmd.get("indexes", []):
             options = {key: value for key, value in index.items() if key in {"name", "unique", "sparse"}}
             collection.create_index(list(index["key"].items()), **options)
-        return {"numIndexesBefore": before, "numIndexesAfter": len(collection.index_information()),
-                "createdCollectionAutomatically": before == 0}
+        return {
+            "numIndexesBefore": before,
+            "numIndexesAfter": len(collection.index_information()),
+            "createdCollectionAutomatically": before == 0,
+        }
 
     def _cmd_listindexes(self, db: Any, coll: str, cmd: dict[str, Any]) -> dict[str, Any]:
         if coll not in db.list_collection_names():
@@ -322,14 +356,19 @@ class MongoWireServer:
 
     def _cmd_listcollections(self, db: Any, _: Any, cmd: dict[str, Any]) -> dict[str, Any]:
         wanted = (cmd.get("filter") or {}).get("name")
-        docs = [{"name": name, "type": "collection", "options": {}, "info": {"readOnly": False}}
-                for name in db.list_collection_names() if wanted is None or name == wanted]
+        docs = [
+            {"name": name, "type": "collection", "options": {}, "info": {"readOnly": False}}
+            for name in db.list_collection_names()
+            if wanted is None or name == wanted
+        ]
         return self._cursor_reply(f"{db.name}.$cmd.listCollections", docs, None)
 
     def _cmd_listdatabases(self, db: Any, _: Any, cmd: dict[str, Any]) -> dict[str, Any]:
         names = self.client.list_database_names()
-        return {"databases": [{"name": name, "sizeOnDisk": 0, "empty": False} for name in names],
-                "totalSize": 0}
+        return {
+            "databases": [{"name": name, "sizeOnDisk": 0, "empty": False} for name in names],
+            "totalSize": 0,
+        }
 
 
 def _split_batch(docs: list[dict[str, Any]], size: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

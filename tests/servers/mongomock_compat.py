@@ -43,14 +43,22 @@ def patch_mongomock() -> None:
     if "sort" not in inspect.signature(builder.add_update).parameters:
         add_update, add_replace = builder.add_update, builder.add_replace
 
-        def sorted_update(self: Any, selector: Any, doc: Any, multi: bool = False, upsert: bool = False,
-                          sort: Any = None, **kwargs: Any) -> None:
+        def sorted_update(
+            self: Any,
+            selector: Any,
+            doc: Any,
+            multi: bool = False,
+            upsert: bool = False,
+            sort: Any = None,
+            **kwargs: Any,
+        ) -> None:
             if not sort or multi:
                 return add_update(self, selector, doc, multi, upsert, **kwargs)
             return _add_in_order(self, selector, sort, add_update, doc, multi, upsert, **kwargs)
 
-        def sorted_replace(self: Any, selector: Any, doc: Any, upsert: bool, sort: Any = None,
-                           **kwargs: Any) -> None:
+        def sorted_replace(
+            self: Any, selector: Any, doc: Any, upsert: bool, sort: Any = None, **kwargs: Any
+        ) -> None:
             if not sort:
                 return add_replace(self, selector, doc, upsert, **kwargs)
             return _add_in_order(self, selector, sort, add_replace, doc, upsert, **kwargs)

@@ -36,7 +36,7 @@ __all__ = [
 ]
 
 _HERE = "prefect_sacred.observers.mongo"
-__getattr__ = _lazy_attributes(
+__getattr__, __dir__ = _lazy_attributes(
     __name__,
     {
         "DEFAULT_FAILURE_DIR": f"{_HERE}.failures",

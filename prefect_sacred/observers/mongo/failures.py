@@ -13,9 +13,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from prefect_sacred.journal.delivery import delivering_for_journal
-from prefect_sacred.journal.journal import write_private
 from prefect_sacred.observers import files
+from prefect_sacred.observers.delivery import delivering_for_journal
 
 __all__ = ["DEFAULT_FAILURE_DIR", "MongoWriteError", "cap_trace", "write_failure_file"]
 
@@ -63,7 +62,7 @@ def write_failure_file(
         # the run's events from the journal, and the journal goes once all were delivered.
         # One file per run, replaced by each later attempt.
         path = os.path.join(journal, f"{prefix}latest.json")
-        write_private(path, text.encode("utf-8"))
+        files.write_private(path, text.encode("utf-8"))
         return path
     return files.write_failure_file(directory or DEFAULT_FAILURE_DIR, prefix, text)
 

@@ -33,8 +33,10 @@ _FULL = re.compile(
     rf"(?:\.(?P<collection>{_NAME})(?::(?P<overwrite>\d{{1,12}}))?)?(?:!(?P<priority>-?\d+))?$"
 )
 _URI = re.compile(r"^(?P<uri>mongodb(?:\+srv)?://[^\s]+?)(?:!(?P<priority>-?\d+))?$", re.IGNORECASE)
-_FORMS = ("DB_NAME, HOST:PORT, HOST:PORT:DB_NAME, DB_NAME.COLLECTION[:RUN_ID], any of these with "
-          "!PRIORITY, or a mongodb:// or mongodb+srv:// URI")
+_FORMS = (
+    "DB_NAME, HOST:PORT, HOST:PORT:DB_NAME, DB_NAME.COLLECTION[:RUN_ID], any of these with "
+    "!PRIORITY, or a mongodb:// or mongodb+srv:// URI"
+)
 
 
 def parse_mongo_db_arg(value: str) -> dict[str, Any]:
@@ -107,7 +109,9 @@ def _build(kwargs: dict[str, Any]) -> RunObserver:
 
 
 @register_observer_option(
-    "-m", "--mongo_db", "DB",
+    "-m",
+    "--mongo_db",
+    "DB",
     "Add a MongoDB observer: [HOST:PORT:]DB_NAME[.COLLECTION[:RUN_ID]][!PRIORITY] or a "
     "mongodb:// / mongodb+srv:// URI.",
 )

@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from prefect_sacred.journal.delivery import describe_error
+from prefect_sacred.observers.delivery import describe_error
 from prefect_sacred.observers.mongo.connect import (
     check_reachable,
     collection_names,

@@ -79,8 +79,14 @@ class AppendOnlyGridFile:
     a failed flush is simply repeated by the next one.
     """
 
-    def __init__(self, database: Any, filename: str, content_type: str = "text/plain",
-                 metadata: dict[str, Any] | None = None, chunk_size: int = GRID_CHUNK) -> None:
+    def __init__(
+        self,
+        database: Any,
+        filename: str,
+        content_type: str = "text/plain",
+        metadata: dict[str, Any] | None = None,
+        chunk_size: int = GRID_CHUNK,
+    ) -> None:
         from bson import ObjectId
 
         self.files = database["fs.files"]
@@ -104,8 +110,13 @@ class AppendOnlyGridFile:
         stored = database["fs.files"].find_one({"_id": file_id})
         if stored is None:
             return None
-        self = cls(database, stored.get("filename", ""), stored.get("contentType", "text/plain"),
-                   stored.get("metadata"), int(stored.get("chunkSize", GRID_CHUNK)))
+        self = cls(
+            database,
+            stored.get("filename", ""),
+            stored.get("contentType", "text/plain"),
+            stored.get("metadata"),
+            int(stored.get("chunkSize", GRID_CHUNK)),
+        )
         self.file_id, self.created, self.length = file_id, True, int(stored.get("length", 0))
         short = self.length % self.chunk_size
         if short:
@@ -124,10 +135,20 @@ class AppendOnlyGridFile:
         from pymongo import ReplaceOne
 
         if not self.created:
-            self.files.update_one({"_id": self.file_id}, {"$setOnInsert": {
-                "filename": self.filename, "length": 0, "chunkSize": self.chunk_size,
-                "uploadDate": _now(), "contentType": self.content_type, "metadata": self.metadata,
-            }}, upsert=True)
+            self.files.update_one(
+                {"_id": self.file_id},
+                {
+                    "$setOnInsert": {
+                        "filename": self.filename,
+                        "length": 0,
+                        "chunkSize": self.chunk_size,
+                        "uploadDate": _now(),
+                        "contentType": self.content_type,
+                        "metadata": self.metadata,
+                    }
+                },
+                upsert=True,
+            )
             self.created = True
         size = self.chunk_size
         total = len(self._short_tail) + len(self.pending)
@@ -136,17 +157,26 @@ class AppendOnlyGridFile:
             return
         buffer = self._short_tail + bytes(self.pending[:count])
         first = (self.length - len(self._short_tail)) // size
-        self.chunks.bulk_write([
-            ReplaceOne({"files_id": self.file_id, "n": first + i},
-                       {"files_id": self.file_id, "n": first + i,
-                        "data": Binary(buffer[offset:offset + size])}, upsert=True)
-            for i, offset in enumerate(range(0, len(buffer), size))
-        ], ordered=True)
+        self.chunks.bulk_write(
+            [
+                ReplaceOne(
+                    {"files_id": self.file_id, "n": first + i},
+                    {
+                        "files_id": self.file_id,
+                        "n": first + i,
+                        "data": Binary(buffer[offset : offset + size]),
+                    },
+                    upsert=True,
+                )
+                for i, offset in enumerate(range(0, len(buffer), size))
+            ],
+            ordered=True,
+        )
         length = self.length + count
         self.files.update_one({"_id": self.file_id}, {"$set": {"length": length, "uploadDate": _now()}})
         self.length = length
         del self.pending[:count]
-        self._short_tail = buffer[len(buffer) // size * size:]
+        self._short_tail = buffer[len(buffer) // size * size :]
 
     def delete(self) -> None:
         """Remove the file; appending starts a new one (the content is being rewritten)."""
@@ -216,12 +246,17 @@ class MetricWriter:
                 chunked.append(name)
         if simple:
             try:
-                result = self.metrics.bulk_write([
-                    UpdateOne({"run_id": self.run_id, "name": name},
-                              {"$push": {key: {"$each": self.pending[name][key]} for key in keys}},
-                              upsert=True)
-                    for name in simple
-                ], ordered=True)
+                result = self.metrics.bulk_write(
+                    [
+                        UpdateOne(
+                            {"run_id": self.run_id, "name": name},
+                            {"$push": {key: {"$each": self.pending[name][key]} for key in keys}},
+                            upsert=True,
+                        )
+                        for name in simple
+                    ],
+                    ordered=True,
+                )
             except Exception:
                 self._doubt(simple)
                 raise
@@ -278,28 +313,37 @@ class MetricWriter:
                 {"$setOnInsert": {key: [] for key in keys} | {"archived_chunks": 0}},
                 upsert=True,
             )
-            metric_id = result.upserted_id or self.metrics.find_one(
-                {"run_id": self.run_id, "name": name}, {"_id": 1})["_id"]
+            metric_id = (
+                result.upserted_id
+                or self.metrics.find_one({"run_id": self.run_id, "name": name}, {"_id": 1})["_id"]
+            )
         seq = int((main or {}).get("archived_chunks", self.archived.get(name, 0)))
         size = self.chunk_points
         chunks = []
         while len(combined["values"]) > size:
             piece = {key: combined[key][:size] for key in keys}
             # A deterministic _id makes a repeated flush overwrite, never duplicate, a chunk.
-            chunks.append(ReplaceOne(
-                {"_id": f"{metric_id}:{seq}"},
-                {"_id": f"{metric_id}:{seq}", "metric_id": str(metric_id), "run_id": self.run_id,
-                 "name": name, "seq": seq, **piece},
-                upsert=True,
-            ))
+            chunks.append(
+                ReplaceOne(
+                    {"_id": f"{metric_id}:{seq}"},
+                    {
+                        "_id": f"{metric_id}:{seq}",
+                        "metric_id": str(metric_id),
+                        "run_id": self.run_id,
+                        "name": name,
+                        "seq": seq,
+                        **piece,
+                    },
+                    upsert=True,
+                )
+            )
             combined = {key: combined[key][size:] for key in keys}
             seq += 1
         if chunks:
             self.chunks.bulk_write(chunks, ordered=True)
         # Chunks first, then the main document: a crash in between leaves an orphan chunk that
         # readers ignore (its seq is not below archived_chunks), never a lost or doubled point.
-        self.metrics.update_one({"_id": metric_id}, {"$set": {
-            **combined, "archived_chunks": seq}})
+        self.metrics.update_one({"_id": metric_id}, {"$set": {**combined, "archived_chunks": seq}})
         self.refs[name] = str(metric_id)
         self.counts[name] = len(combined["values"])
         self.archived[name] = seq

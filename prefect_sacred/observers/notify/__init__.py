@@ -30,7 +30,7 @@ if _typing.TYPE_CHECKING:
 
 __all__ = ["NotificationError", "SlackObserver", "TelegramObserver", "td_format"]
 
-__getattr__ = _lazy_attributes(
+__getattr__, __dir__ = _lazy_attributes(
     __name__,
     {
         "NotificationError": f"{__name__}.sender",

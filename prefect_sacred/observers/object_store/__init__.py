@@ -39,7 +39,7 @@ __all__ = [
     "read_output",
 ]
 
-__getattr__ = _lazy_attributes(
+__getattr__, __dir__ = _lazy_attributes(
     __name__,
     {
         "Bucket": f"{__name__}.bucket",

@@ -6,7 +6,7 @@ holding what came after it:
 * ``<run>/cout.txt`` and ``<run>/cout.txt.parts/<offset>``, the output from character
   ``offset`` on;
 * ``<run>/metrics.json`` and ``<run>/metrics.journal/<points>``, journal lines (one JSON object
-  per metric, as in :mod:`~prefect_sacred.observers.metrics_journal`) with the points after
+  per metric, as in :mod:`~prefect_sacred.observers.metrics_log`) with the points after
   the first ``points`` points.
 
 A part name is where it continues, so a reader chains the parts that follow the whole object
@@ -30,7 +30,7 @@ import tempfile
 from typing import Any
 
 from prefect_sacred.observers.base import OutputDelta
-from prefect_sacred.observers.metrics_journal import MetricsJsonFile, Series, encode, journal_lines
+from prefect_sacred.observers.metrics_log import MetricsJsonFile, Series, encode, log_lines
 from prefect_sacred.observers.object_store.bucket import Bucket
 
 __all__ = ["CHEAP_BYTES", "MetricsObject", "OutputObject", "read_metrics", "read_output"]
@@ -131,7 +131,7 @@ class MetricsObject:
     failed are uploaded with the next flush. :meth:`append` does both or neither: when the
     upload fails the points are taken back, so the caller can send the same batch again without
     doubling a point. ``metrics.json`` is built in a local spool file
-    (:class:`~prefect_sacred.observers.metrics_journal.MetricsJsonFile`, each point encoded
+    (:class:`~prefect_sacred.observers.metrics_log.MetricsJsonFile`, each point encoded
     once) and uploaded from there, so no point stays in memory once it is in the spool.
     """
 
@@ -158,9 +158,7 @@ class MetricsObject:
     def add(self, metrics_by_name: dict[str, dict[str, list[Any]]]) -> None:
         """Accept new points: ``{name: {"steps", "values", "timestamps"}}``."""
         batch = {name: encode(metric) for name, metric in metrics_by_name.items() if metric["values"]}
-        self.pending.extend(
-            line[:-1] for name, encoded in batch.items() for line in journal_lines(name, encoded)
-        )
+        self.pending.extend(line[:-1] for name, encoded in batch.items() for line in log_lines(name, encoded))
         self.spool.add_encoded(batch)
         self.points += sum(points for points, _ in batch.values())
 

@@ -17,7 +17,6 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 from uuid import UUID
 
-from prefect_sacred._prefect_api import close_client, open_client
 from prefect_sacred.observers.base import ObserverLike, OutputDelta, RunObserver, resumed_run
 from prefect_sacred.observers.prefect_ui.render import (
     MetricStats,
@@ -32,6 +31,7 @@ from prefect_sacred.observers.prefect_ui.render import (
     save_samples,
     strip_credentials,
 )
+from prefect_sacred.prefect_client import close_client, open_client
 from prefect_sacred.utils import redact
 
 __all__ = ["PREFECT_UI_ENV_VAR", "PrefectArtifactsObserver", "rebuild_with_prefect_ui", "with_prefect_ui"]
@@ -68,7 +68,8 @@ class PrefectArtifactsObserver(RunObserver):
     Args:
         peers: The run's other observers, whose records are linked.
         min_interval: Seconds between two live updates at least (beats may be more frequent).
-        timeout: Seconds each call to the Prefect API may take.
+        timeout: Seconds each call to the Prefect API may take (default
+            ``PREFECT_SACRED_API_TIMEOUT``, else 10).
         priority: Observers are called in descending priority; this one goes last.
     """
 
@@ -77,7 +78,7 @@ class PrefectArtifactsObserver(RunObserver):
         peers: Iterable[ObserverLike] = (),
         *,
         min_interval: float = 1.0,
-        timeout: float = 10.0,
+        timeout: float | None = None,
         priority: int = LAST_PRIORITY,
     ) -> None:
         self.peers = list(peers)

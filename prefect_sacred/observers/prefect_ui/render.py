@@ -328,8 +328,11 @@ def render_summary(summary: Summary, stats: dict[str, MetricStats]) -> str:
         if images:
             lines += ["", *images]
         if summary.partial_metrics:
-            lines += ["", f"_The run ended in another process: plots use the {SAVED_POINTS} points per metric"
-                      " saved while it ran, and those after._"]
+            lines += [
+                "",
+                f"_The run ended in another process: plots use the {SAVED_POINTS} points per metric"
+                " saved while it ran, and those after._",
+            ]
     lines += ["", "## Config", _json_block(summary.config), "", "## Stored by"]
     lines += [f"- {_md(name)}: `{where}`" for name, where in summary.locations] or ["- no observer"]
     if summary.fail_trace:

@@ -24,7 +24,7 @@ if _typing.TYPE_CHECKING:
 
 __all__ = ["SqlObserver", "SqlObserverError"]
 
-__getattr__ = _lazy_attributes(
+__getattr__, __dir__ = _lazy_attributes(
     __name__,
     {
         "SqlObserver": f"{__name__}.observer",

@@ -339,8 +339,8 @@ class SqlObserver(RunObserver):
     def _create_run(
         self, values: dict[str, Any], _id: Any, ex_info: dict[str, Any], host_info: dict[str, Any]
     ) -> Any:
-        from prefect_sacred.observers.sql.schema import create_tables
         from prefect_sacred.observers.sql.shared_rows import experiment_id, host_id
+        from prefect_sacred.observers.sql.upgrade import create_tables
 
         sa = sqlalchemy_module()
         with described_errors(self.engine):

@@ -20,17 +20,15 @@ Sacred's tables and column names are kept so that Sacred's own models
   A step that is not a whole number is kept in ``metric.step_exact``, with its floor in ``step``;
   readers take ``step_exact`` when it is not NULL.
 
-:func:`create_tables` creates what is missing, and several processes may call it at once. A
-database that Sacred 0.8.7's ``SqlObserver`` created is upgraded in place (see
-:mod:`~prefect_sacred.observers.sql.upgrade`): its runs stay, and Sacred's models still read it.
+:func:`~prefect_sacred.observers.sql.upgrade.create_tables` creates what is missing, and several
+processes may call it at once. A database that Sacred 0.8.7's ``SqlObserver`` created is upgraded
+in place (see :mod:`~prefect_sacred.observers.sql.upgrade`): its runs stay, and Sacred's models
+still read it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import time
-from collections.abc import Callable
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
@@ -40,7 +38,6 @@ __all__ = [
     "MYSQL",
     "STATUSES",
     "artifact",
-    "create_tables",
     "dependency",
     "experiment",
     "experiments_dependencies",
@@ -230,42 +227,3 @@ run_output = sa.Table(
     sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("chunk", _text()),
 )
-
-
-def create_tables(begin: Callable[[], Any], dialect: str) -> None:
-    """Create the missing tables; concurrent first uses serialize on a database lock or retry.
-
-    Args:
-        begin: Opens a transaction (a context manager yielding the connection).
-        dialect: The engine's dialect name, which decides the kind of lock.
-    """
-    from prefect_sacred.observers.sql.upgrade import upgrade_in_place
-
-    for attempt in range(5):
-        with begin() as conn:
-            inspector = sa.inspect(conn)
-            names = set(inspector.get_table_names())
-            current = "run" not in names or "meta_json" in {c["name"] for c in inspector.get_columns("run")}
-            if names >= set(metadata.tables) and current:
-                return
-        if not current:  # a database Sacred created: widen and add in place, then create the rest
-            upgrade_in_place(begin, dialect)
-        try:
-            with begin() as conn:
-                if dialect == "postgresql":  # released at commit
-                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(7251009)"))
-                    metadata.create_all(conn, checkfirst=True)
-                elif dialect in MYSQL:  # DDL commits implicitly: a session lock instead
-                    conn.execute(sa.text("SELECT GET_LOCK('prefect_sacred_schema', 60)"))
-                    try:
-                        metadata.create_all(conn, checkfirst=True)
-                    finally:
-                        conn.execute(sa.text("SELECT RELEASE_LOCK('prefect_sacred_schema')"))
-                else:
-                    metadata.create_all(conn, checkfirst=True)
-            return
-        except sa.exc.DBAPIError:
-            # Another process created a table or type between our check and our CREATE.
-            if attempt == 4:
-                raise
-            time.sleep(0.2 * (attempt + 1))

@@ -1,4 +1,4 @@
-"""Upgrading in place a database that Sacred 0.8.7's ``SqlObserver`` created.
+"""Making a database ready: the missing tables created, and one Sacred 0.8.7 created upgraded.
 
 Sacred's tables are ours with narrower columns and without our additions. The upgrade adds the
 missing columns, widens the narrow ones (PostgreSQL and MariaDB enforce lengths; SQLite does
@@ -9,6 +9,7 @@ Sacred's own models still read every table. The missing tables are then created 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -16,7 +17,7 @@ import sqlalchemy as sa
 
 from prefect_sacred.observers.sql.schema import MYSQL, STATUSES, metadata
 
-__all__ = ["upgrade_in_place"]
+__all__ = ["create_tables", "upgrade_in_place"]
 
 
 def _quote(dialect: sa.engine.Dialect, name: str) -> str:
@@ -95,3 +96,40 @@ def upgrade_in_place(begin: Callable[[], Any], dialect_name: str) -> None:
         # A new enum value must be committed before use: its own transaction.
         with begin() as conn:
             conn.execute(sa.text("ALTER TYPE status_enum ADD VALUE IF NOT EXISTS 'QUEUED'"))
+
+
+def create_tables(begin: Callable[[], Any], dialect: str) -> None:
+    """Create the missing tables; concurrent first uses serialize on a database lock or retry.
+
+    Args:
+        begin: Opens a transaction (a context manager yielding the connection).
+        dialect: The engine's dialect name, which decides the kind of lock.
+    """
+    for attempt in range(5):
+        with begin() as conn:
+            inspector = sa.inspect(conn)
+            names = set(inspector.get_table_names())
+            current = "run" not in names or "meta_json" in {c["name"] for c in inspector.get_columns("run")}
+            if names >= set(metadata.tables) and current:
+                return
+        if not current:  # a database Sacred created: widen and add in place, then create the rest
+            upgrade_in_place(begin, dialect)
+        try:
+            with begin() as conn:
+                if dialect == "postgresql":  # released at commit
+                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(7251009)"))
+                    metadata.create_all(conn, checkfirst=True)
+                elif dialect in MYSQL:  # DDL commits implicitly: a session lock instead
+                    conn.execute(sa.text("SELECT GET_LOCK('prefect_sacred_schema', 60)"))
+                    try:
+                        metadata.create_all(conn, checkfirst=True)
+                    finally:
+                        conn.execute(sa.text("SELECT RELEASE_LOCK('prefect_sacred_schema')"))
+                else:
+                    metadata.create_all(conn, checkfirst=True)
+            return
+        except sa.exc.DBAPIError:
+            # Another process created a table or type between our check and our CREATE.
+            if attempt == 4:
+                raise
+            time.sleep(0.2 * (attempt + 1))

@@ -37,7 +37,7 @@ __all__ = [
     "encode_value",
 ]
 
-__getattr__ = _lazy_attributes(
+__getattr__, __dir__ = _lazy_attributes(
     __name__,
     {
         "TinyDbObserver": f"{__name__}.observer",

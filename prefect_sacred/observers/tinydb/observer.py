@@ -15,7 +15,7 @@ Sacred's. Better than Sacred:
 * queued runs are recorded (``status: QUEUED``) and become RUNNING when they start;
 * metrics, which Sacred's TinyDB observer drops, are appended to
   ``BASEDIR/metrics/<run id>.jsonl``
-  (:class:`~prefect_sacred.observers.metrics_journal.MetricsJournal`): one JSON line per metric
+  (:class:`~prefect_sacred.observers.metrics_log.MetricsLog`): one JSON line per metric
   and beat, ``{"name", "steps", "values", "timestamps"}`` (timestamps in ISO format), so a beat
   costs what is new; ``TinyDbReader.fetch_metrics`` merges them;
 * captured output costs what is new, however long it is. Every beat rewrites the whole
@@ -47,7 +47,7 @@ from typing import Any
 
 from prefect_sacred.observers.base import OutputDelta, RunObserver
 from prefect_sacred.observers.files import OutputFile
-from prefect_sacred.observers.metrics_journal import MetricsJournal
+from prefect_sacred.observers.metrics_log import MetricsLog
 from prefect_sacred.observers.tinydb.storage import FINISHED, TinyFileRef, open_db_and_fs, require, run_file
 
 __all__ = ["TinyDbObserver"]
@@ -71,7 +71,7 @@ class TinyDbObserver(RunObserver):
     # output file (None before the run started or when it is only queued).
     _doc_id: int | None
     _run_id: Any
-    _journal: MetricsJournal | None
+    _journal: MetricsLog | None
     _output: OutputFile | None
 
     def __init__(self, path: str | os.PathLike[str] = "./runs_db", priority: int = 0) -> None:
@@ -293,7 +293,7 @@ class TinyDbObserver(RunObserver):
         """Per-run state: fresh objects, since a busy observer is shallow-copied for a new run."""
         self._doc_id = doc_id
         self._run_id = run_id
-        self._journal = None if run_id is None else MetricsJournal(self.metrics_path(self.root, run_id))
+        self._journal = None if run_id is None else MetricsLog(self.metrics_path(self.root, run_id))
         self._output = None if run_id is None else OutputFile(self.captured_out_path(self.root, run_id))
 
     def _started(self, part: Any) -> Any:

@@ -23,7 +23,7 @@ import textwrap
 from typing import Any
 
 from prefect_sacred.observers.files import read_text
-from prefect_sacred.observers.metrics_journal import replay
+from prefect_sacred.observers.metrics_log import replay
 from prefect_sacred.observers.tinydb.observer import TinyDbObserver
 from prefect_sacred.observers.tinydb.storage import FINISHED, TinyFile, open_db_and_fs
 

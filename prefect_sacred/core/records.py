@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from prefect_sacred.serialization import UNENCODABLE, flatten, restore
 
 if TYPE_CHECKING:
-    from prefect_sacred.flows.metrics import PointBatch
+    from prefect_sacred.core.metrics import PointBatch
 
 __all__ = [
     "decode_time",
@@ -83,7 +83,7 @@ def decode_time(text: str | None) -> dt.datetime | None:
 def encode_points(points: PointBatch | dict[str, dict[str, list[Any]]]) -> dict[str, dict[str, list[Any]]]:
     """Metric points as columns per name: steps, values, unix microseconds.
 
-    ``points`` is a packed :class:`~prefect_sacred.flows.metrics.PointBatch` (read directly) or
+    ``points`` is a packed :class:`~prefect_sacred.core.metrics.PointBatch` (read directly) or
     Sacred's ``metrics_by_name``. Values JSON cannot express are encoded by :func:`dump_record`
     (``encode_value``).
     """

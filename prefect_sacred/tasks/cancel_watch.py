@@ -28,26 +28,45 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
+
+from prefect_sacred.prefect_client import sync_client
+from prefect_sacred.tasks.summary import publish_summary, publish_trial, summary_markdown
 
 if TYPE_CHECKING:
     from uuid import UUID
 
-    from prefect_sacred.flows.tasks import TrialLifecycle, _Trial
+    from prefect_sacred.tasks.trial_run import Trial
 
-__all__ = ["POLL_SECONDS", "CancelWatch"]
+__all__ = ["POLL_SECONDS", "CancelWatch", "WatchedTrials"]
 
 logger = logging.getLogger("prefect_sacred")
 
 #: Seconds between two reads of the parents' states (the runner waits 30 s after its SIGTERM).
 POLL_SECONDS = 1.0
-#: Seconds a read of the parents' states may take.
-_TIMEOUT = 10.0
 _CANCELLED = ("CANCELLING", "CANCELLED")
 
 
+class WatchedTrials(Protocol):
+    """The live trials of one ``ex.task()`` in this process, as the watch reads them.
+
+    :class:`~prefect_sacred.tasks.trials.TrialLifecycle` is one; the watch never imports it
+    (the lifecycle starts the watch).
+    """
+
+    #: Names the ``ex.task()`` in every process its pickled copies reach.
+    token: str
+    #: Guards ``live``, ``ended`` and ``parents``.
+    lock: threading.Lock
+    live: dict[UUID, Trial]
+    ended: dict[UUID, list[dict[str, Any]]]
+    parents: set[UUID]
+
+    def trial_ended(self, trial: Trial) -> None: ...
+
+
 #: The one watch of each ``ex.task()`` in this process, by its lifecycle's token. On Dask or Ray
-#: every trial unpickles its own TrialLifecycle: a watch per lifecycle would be a thread polling
+#: every trial unpickles its own lifecycle: a watch per lifecycle would be a thread polling
 #: Prefect per live trial. This registry holds watchers only (a thread and the lifecycles it reads),
 #: never run state, which stays in each lifecycle: a watch leaves it when its thread exits, so it
 #: holds no more entries than ``ex.task()``s with live trials of deployment runs.
@@ -65,11 +84,11 @@ class CancelWatch:
     def __init__(self, token: str, every: float = POLL_SECONDS) -> None:
         self.token = token
         self.every = every
-        self._lifecycles: list[TrialLifecycle] = []
+        self._lifecycles: list[WatchedTrials] = []
         self._thread: threading.Thread | None = None
 
     @classmethod
-    def watch(cls, lifecycle: TrialLifecycle, every: float = POLL_SECONDS) -> CancelWatch:
+    def watch(cls, lifecycle: WatchedTrials, every: float = POLL_SECONDS) -> CancelWatch:
         """Watch ``lifecycle``'s trials with its ``ex.task()``'s watch (called when one starts).
 
         Starts the watch's thread unless it runs.
@@ -95,7 +114,7 @@ class CancelWatch:
         thread = self._thread
         return thread is not None and thread.is_alive()
 
-    def _watched(self) -> tuple[set[UUID], list[TrialLifecycle]]:
+    def _watched(self) -> tuple[set[UUID], list[WatchedTrials]]:
         """The parents to read, and the lifecycles with trials of them (the others are dropped)."""
         parents: set[UUID] = set()
         kept = []
@@ -133,18 +152,16 @@ class CancelWatch:
                 except Exception:  # the summary: the other parents' trials still get theirs
                     logger.exception("cannot summarise the trials of cancelled flow run %s", parent)
 
-    def stop_trials(self, parent: UUID, state_name: str, lifecycles: list[TrialLifecycle]) -> None:
+    def stop_trials(self, parent: UUID, state_name: str, lifecycles: list[WatchedTrials]) -> None:
         """End the live trials of the cancelled flow run ``parent`` in ``lifecycles`` as INTERRUPTED."""
-        from prefect_sacred.flows.sweep import publish_trial
-
-        taken: list[tuple[TrialLifecycle, _Trial, bool]] = []
+        taken: list[tuple[WatchedTrials, Trial, bool]] = []
         for lifecycle in lifecycles:
             with lifecycle.lock:
                 keys = [key for key, trial in lifecycle.live.items() if trial.parent == parent]
                 here = parent in lifecycle.parents
                 taken += [(lifecycle, lifecycle.live.pop(key), here) for key in keys]
 
-        def end(lifecycle: TrialLifecycle, trial: _Trial, here: bool) -> None:
+        def end(lifecycle: WatchedTrials, trial: Trial, here: bool) -> None:
             run = trial.run
             try:
                 run.logger.warning(
@@ -152,7 +169,7 @@ class CancelWatch:
                 )
                 _note_cancelled(run, state_name)
                 run.interrupt("INTERRUPTED")
-                lifecycle._ended(trial)  # publishes the row of a trial whose parent runs elsewhere
+                lifecycle.trial_ended(trial)  # publishes the row of a trial whose parent runs elsewhere
                 if here:  # for a sweep_hook named in the serve process: it sees Prefect's states only
                     publish_trial(run)
             except Exception:
@@ -165,22 +182,20 @@ class CancelWatch:
             ender.start()
         for ender in enders:
             ender.join()
-        summarised: list[TrialLifecycle] = []
+        summarised: list[WatchedTrials] = []
         for lifecycle, trial, _ in taken:
             if not any(each is lifecycle for each in summarised):
                 summarised.append(lifecycle)
                 self._summarise(lifecycle, parent, trial)
 
-    def _summarise(self, lifecycle: TrialLifecycle, parent: UUID, trial: _Trial) -> None:
+    def _summarise(self, lifecycle: WatchedTrials, parent: UUID, trial: Trial) -> None:
         """The parent's summary, when it runs here (its own hook will not: the runner owns it)."""
-        from prefect_sacred.flows.sweep import _publish, summary_markdown
-
         with lifecycle.lock:
             if parent not in lifecycle.parents:
                 return
             rows = list(lifecycle.ended.get(parent, []))
         task_name = str((trial.run.meta_info.get("sweep") or {}).get("task_name") or "trials")
-        _publish(parent, task_name, summary_markdown(task_name, rows))
+        publish_summary(parent, task_name, summary_markdown(task_name, rows))
 
 
 def _note_cancelled(run: Any, state_name: str) -> None:
@@ -191,10 +206,9 @@ def _note_cancelled(run: Any, state_name: str) -> None:
 
 def _cancelled(parents: set[UUID]) -> dict[UUID, str]:
     """The parents among ``parents`` being cancelled or cancelled, with their state's name."""
-    from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-    with get_client(httpx_settings={"timeout": _TIMEOUT}, sync_client=True) as client:
+    with sync_client() as client:
         ids = FlowRunFilterId(any_=list(parents))
         flow_runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(id=ids))
     return {

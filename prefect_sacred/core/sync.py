@@ -17,10 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from prefect_sacred.journal.delivery import describe_error
-from prefect_sacred.journal.journal import JournalLocked, RunJournal
-from prefect_sacred.journal.records import decode_time, encode_time, restore_points, restore_value
+from prefect_sacred.core.journal import JournalLocked, RunJournal
+from prefect_sacred.core.records import decode_time, encode_time, restore_points, restore_value
 from prefect_sacred.observers.base import InvalidArtifactName
+from prefect_sacred.observers.delivery import describe_error
 from prefect_sacred.serialization import utcnow
 from prefect_sacred.utils import without_leading_points
 

@@ -14,12 +14,12 @@ import argparse
 import logging
 import sys
 
-__all__ = ["main"]
+__all__ = ["main", "run"]
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
-    from prefect_sacred.journal.journal import JOURNAL_DIR_ENV_VAR
+    from prefect_sacred.core.journal import JOURNAL_DIR_ENV_VAR
 
     parser = argparse.ArgumentParser(prog="prefect-sacred", description="prefect-sacred's tools")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     options = parser.parse_args(argv)
     if options.command == "watch":
-        from prefect_sacred.watch.cli import watch_command
+        from prefect_sacred.cli.watch import watch_command
 
         return watch_command(options.experiment, dead_after=options.dead_after)
     if options.mongo_db is not None and options.mongo_dumps is None:
@@ -94,8 +94,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _sync_journals(options: argparse.Namespace) -> int:
-    from prefect_sacred.journal.journal import RunJournal, journal_root
-    from prefect_sacred.journal.sync import sync_journal
+    from prefect_sacred.core.journal import RunJournal, journal_root
+    from prefect_sacred.core.sync import sync_journal
 
     paths = list(options.journals)
     if options.all:

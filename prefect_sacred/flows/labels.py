@@ -12,9 +12,10 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from prefect_sacred.prefect_client import sync_client
+
 if TYPE_CHECKING:
     from uuid import UUID
-
 
 __all__ = ["RUN_ID_LABEL", "RUN_ID_TAG_PREFIX", "label_run_id", "read_run_id", "run_id_tag", "ui_url"]
 
@@ -22,8 +23,6 @@ RUN_ID_LABEL = "prefect-sacred.run-id"
 RUN_ID_TAG_PREFIX = "sacred-id:"
 
 logger = logging.getLogger("prefect_sacred")
-#: Seconds a call to the Prefect API may take here (Prefect's default is 60).
-_TIMEOUT = 10.0
 
 
 def run_id_tag(run_id: Any) -> str:
@@ -38,10 +37,8 @@ def label_run_id(flow_run_id: UUID, run_id: Any) -> None:
     notifiers observe it) is labelled with ``""``, so a hook elsewhere still knows it started
     and can send its end.
     """
-    from prefect.client.orchestration import get_client
-
     try:
-        with get_client(httpx_settings={"timeout": _TIMEOUT}, sync_client=True) as client:
+        with sync_client() as client:
             # Labels keep JSON scalars, so an int id comes back as an int, a str as a str.
             client.update_flow_run_labels(flow_run_id, {RUN_ID_LABEL: "" if run_id is None else run_id})
             if run_id is not None:
@@ -57,9 +54,7 @@ def read_run_id(flow_run_id: UUID) -> tuple[bool, Any]:
 
     Written by :func:`label_run_id`.
     """
-    from prefect.client.orchestration import get_client
-
-    with get_client(httpx_settings={"timeout": _TIMEOUT}, sync_client=True) as client:
+    with sync_client() as client:
         flow_run = client.read_flow_run(flow_run_id)
     labels = flow_run.labels or {}
     if RUN_ID_LABEL not in labels:

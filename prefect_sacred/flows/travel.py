@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from prefect_sacred.config.paths import flatten_items, get_by_path, set_by_path
-from prefect_sacred.flows.commandline import RUN_OPTIONS, RunOptions, UsageError, resolve_options
+from prefect_sacred.flows.options import RUN_OPTIONS, RunOptions, UsageError, resolve_options
 from prefect_sacred.observers.base import ObserverLike
 from prefect_sacred.observers.registry import ObserverConfigError, observer_options
 from prefect_sacred.utils import redact

@@ -3,7 +3,7 @@
 A directory per run (``~/.prefect_sacred/journal/<key>/``, or under ``PREFECT_SACRED_JOURNAL_DIR``;
 the key is the flow run's id), readable by its owner only:
 
-* ``journal.jsonl``: the records (see :mod:`prefect_sacred.journal.records`);
+* ``journal.jsonl``: the records (see :mod:`prefect_sacred.core.records`);
 * ``observers.json`` and ``observer-<slot>.pickle``: the run's observers, pickled at the start
   when they can resume a run (``reattach``), so ``prefect-sacred sync`` can rebuild them;
 * ``cursor-<slot>``: the ``seq`` of the last record each observer received (one line per
@@ -30,11 +30,12 @@ import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from prefect_sacred.journal.records import dump_record, encode_points, encode_time, parse_records
+from prefect_sacred.core.records import dump_record, encode_points, encode_time, parse_records
+from prefect_sacred.observers.files import write_private
 from prefect_sacred.serialization import utcnow
 
 if TYPE_CHECKING:
-    from prefect_sacred.flows.metrics import PointBatch
+    from prefect_sacred.core.metrics import PointBatch
 
 __all__ = [
     "JOURNAL_DIR_ENV_VAR",
@@ -45,7 +46,6 @@ __all__ = [
     "journal_root",
     "pickled_observer",
     "resumable",
-    "write_private",
 ]
 
 logger = logging.getLogger("prefect_sacred.journal")
@@ -183,6 +183,32 @@ class RunJournal:
         return sorted(found, key=os.path.getmtime)
 
     # --- writing ------------------------------------------------------------------------------
+
+    @staticmethod
+    def is_held(path: str) -> bool:
+        """Whether a live process holds the journal at ``path`` (its run's, stopped or not).
+
+        The kernel lets go of the lock when that process dies, whatever killed it.
+        """
+        fd = _lock(path, wait=0.0)
+        if fd is None:
+            return True
+        os.close(fd)
+        return False
+
+    @staticmethod
+    def identity(path: str) -> dict[str, Any] | None:
+        """The run's identity, the journal's first record, read alone (journals can be large)."""
+        try:
+            with open(os.path.join(path, _LOG), "rb") as handle:
+                line = handle.readline()
+        except OSError:
+            return None
+        try:
+            record = json.loads(line)
+        except ValueError:
+            return None
+        return record if isinstance(record, dict) and record.get("kind") == "run" else None
 
     def append(self, kind: str, /, **fields: Any) -> int:
         """Append one record; returns its ``seq``."""
@@ -335,12 +361,3 @@ def _lock(path: str, wait: float) -> int | None:
                 os.close(fd)
                 return None
             time.sleep(0.1)
-
-
-def write_private(path: str, data: bytes) -> None:
-    """Replace ``path`` with ``data``, readable by its owner only (a write-then-rename)."""
-    temporary = f"{path}.{uuid.uuid4().hex[:6]}.tmp"
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-    os.replace(temporary, path)

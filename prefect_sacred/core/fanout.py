@@ -3,7 +3,7 @@
 ``started_event`` is called synchronously, in descending priority; the first id returned becomes
 ``_id`` for all, and an observer that raises stops the run before the main function runs, named
 in the error. Every later event is written to the run's journal first (when it has one), then
-queued to each observer's own :class:`~prefect_sacred.journal.delivery.DeliveryWorker`, which
+queued to each observer's own :class:`~prefect_sacred.observers.delivery.DeliveryWorker`, which
 delivers in order and retries while the backend is away: a slow or dead backend never delays
 another observer, the heartbeat, or the end of the run. :meth:`ObserverFanout.join` waits for
 all of them at once, at most ``join_timeout`` seconds, then says per observer what was not
@@ -22,11 +22,11 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from prefect_sacred.flows.metrics import PointBatch
-from prefect_sacred.journal.delivery import Delivery, DeliveryWorker, describe_error
-from prefect_sacred.journal.journal import RunJournal, pickled_observer
-from prefect_sacred.journal.records import encode_time, encode_value
+from prefect_sacred.core.journal import RunJournal, pickled_observer
+from prefect_sacred.core.metrics import PointBatch
+from prefect_sacred.core.records import encode_time, encode_value
 from prefect_sacred.observers.base import ObserverLike, OutputDelta, PendingEvent, takes_output_delta
+from prefect_sacred.observers.delivery import Delivery, DeliveryWorker, describe_error
 from prefect_sacred.utils import redact
 
 __all__ = [

@@ -1,6 +1,6 @@
 """A run of an experiment: the object ``_run`` users see, its output, metrics and lifecycle.
 
-Its observers receive its events through an :class:`~prefect_sacred.flows.fanout.ObserverFanout`.
+Its observers receive its events through an :class:`~prefect_sacred.core.fanout.ObserverFanout`.
 """
 
 from __future__ import annotations
@@ -11,19 +11,25 @@ import os
 import threading
 import traceback
 from collections.abc import Callable
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any, Protocol
 
-from prefect_sacred.flows.capture import Capture, start_capture
-from prefect_sacred.flows.fanout import ObserverError, ObserverFanout
-from prefect_sacred.flows.metrics import MetricsLogger, PointBatch
-from prefect_sacred.journal.journal import RunJournal, journal_enabled
-from prefect_sacred.journal.records import encode_value
+from prefect_sacred.core.capture import Capture, start_capture
+from prefect_sacred.core.fanout import ObserverError, ObserverFanout
+from prefect_sacred.core.heartbeat import Heartbeat
+from prefect_sacred.core.journal import RunJournal, journal_enabled
+from prefect_sacred.core.metrics import MetricsLogger, PointBatch
+from prefect_sacred.core.records import encode_value
 from prefect_sacred.observers.base import ObserverLike, OutputDelta, check_artifact_name
 from prefect_sacred.serialization import utcnow
-from prefect_sacred.tasks.heartbeat import Heartbeat
 
-if TYPE_CHECKING:
-    from prefect_sacred.watch.remote import BeatSender
+
+class BeatSignal(Protocol):
+    """Tells the world outside the run's process that the run lives (see ``beat_events``)."""
+
+    def beat(self, ended: bool = False) -> None: ...
+
+    def close(self) -> None: ...
+
 
 __all__ = ["ObserverError", "Run", "current_run"]
 
@@ -52,7 +58,7 @@ class Run:
     Users reach it as the ``_run`` argument of the main function or with :func:`current_run`.
 
     Unless the journal is off (``journal=False``, ``PREFECT_SACRED_JOURNAL=0``), a started run
-    keeps a journal on local disk (see :mod:`prefect_sacred.journal`): its metric points and
+    keeps a journal on local disk (see :mod:`prefect_sacred.core.journal`): its metric points and
     output every ``tick_interval`` seconds, and every event before an observer gets it. Each
     observer is delivered to by its own thread; the end waits at most ``join_timeout``
     seconds for all of them, then says what is left and where (``prefect-sacred sync``).
@@ -74,6 +80,7 @@ class Run:
         join_timeout: float | None = None,
         journal: bool | None = None,
         tick_interval: float = 1.0,
+        beat_events: Callable[[Run], BeatSignal | None] | None = None,
     ) -> None:
         self.experiment_info = experiment_info
         self.host_info = host_info
@@ -109,7 +116,10 @@ class Run:
         self._finished = False
         self._capture: Capture | None = None
         self._heartbeat: Heartbeat | None = None
-        self._beat_events: BeatSender | None = None  # Prefect events saying the run lives
+        #: Builds, once the run started, what sends its beats beyond its process (the Prefect
+        #: glue gives :func:`~prefect_sacred.flows.beat_events.beat_sender_for`).
+        self.beat_events = beat_events
+        self._beat_events: BeatSignal | None = None
         #: Called once the final event was sent (the experiment releases the observers).
         self.on_finish: Callable[[Run], None] | None = None
 
@@ -213,17 +223,8 @@ class Run:
                 self.beat_interval, self.beat, tick=tick, tick_interval=self.tick_interval
             )
             self._heartbeat.start()
-        if self.beat_interval > 0:  # Prefect events, for a watcher on another machine
-            from prefect_sacred.watch.remote import beat_sender_for
-
-            self._beat_events = beat_sender_for(
-                self.meta_info.get("prefect"),
-                run_id=self._id,
-                experiment=self.experiment_info.get("name"),
-                interval=self.beat_interval,
-                journal=self.fanout.journal is not None,
-                log=self.logger,
-            )
+        if self.beat_interval > 0 and self.beat_events is not None:  # for a watcher elsewhere
+            self._beat_events = self.beat_events(self)
 
     def _open_journal(self) -> None:
         """Start the run's journal; without one (disk full...) the run goes on, and says so."""

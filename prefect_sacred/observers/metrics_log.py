@@ -21,12 +21,12 @@ from typing import Any, BinaryIO
 
 __all__ = [
     "Encoded",
-    "MetricsJournal",
     "MetricsJsonFile",
+    "MetricsLog",
     "Series",
     "StaleMetricsFile",
     "encode",
-    "journal_lines",
+    "log_lines",
     "stamp",
 ]
 
@@ -74,18 +74,16 @@ def encode(metric: dict[str, list[Any]]) -> Encoded:
     return points, fragments
 
 
-def journal_lines(name: str, encoded: Encoded) -> Iterator[str]:
+def log_lines(name: str, encoded: Encoded) -> Iterator[str]:
     """The journal's lines for one metric of a batch (one per slice), each ending in a newline."""
     fragments = encoded[1]
     prefix = f'{{"name": {json.dumps(name)}'
     for index in range(len(fragments["values"])):
-        fields = "".join(
-            f', "{key}": [{fragments[key][index].replace(_SEPARATOR, ", ")}]' for key in _KEYS
-        )
+        fields = "".join(f', "{key}": [{fragments[key][index].replace(_SEPARATOR, ", ")}]' for key in _KEYS)
         yield f"{prefix}{fields}}}\n"
 
 
-class MetricsJournal:
+class MetricsLog:
     """Appends metric batches to ``path`` and reads them back.
 
     An append that raised stored nothing a retry would duplicate: what it wrote is cut off
@@ -109,7 +107,7 @@ class MetricsJournal:
         """
         batch = {name: encode(metric) for name, metric in metrics_by_name.items() if metric["values"]}
         if batch:
-            self._write(line for name, encoded in batch.items() for line in journal_lines(name, encoded))
+            self._write(line for name, encoded in batch.items() for line in log_lines(name, encoded))
         return batch
 
     def _write(self, lines: Iterable[str]) -> None:
@@ -216,7 +214,7 @@ class MetricsJsonFile:
         self.add_encoded({name: encode(series) for name, series in batch.items() if series["values"]})
 
     def add_encoded(self, batch: dict[str, Encoded]) -> None:
-        """Take points already encoded (what :meth:`MetricsJournal.append` returns)."""
+        """Take points already encoded (what :meth:`MetricsLog.append` returns)."""
         for name, (_points, encoded) in batch.items():
             fragments = self._pending.setdefault(name, {key: [] for key in _KEYS})
             for key in _KEYS:

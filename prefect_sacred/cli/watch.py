@@ -21,7 +21,7 @@ def load_experiment(target: str) -> Any:
     Raises:
         ValueError: nothing importable there, or no single experiment in it.
     """
-    from prefect_sacred.flows.experiment import Experiment
+    from prefect_sacred.experiment import Experiment
 
     module_name, _, attribute = target.partition(":")
     if module_name.endswith(".py"):

@@ -14,10 +14,10 @@ entries, like the flow's. Its hooks drive Sacred's events:
 | the parent flow failed/crashed, or the trial's process died | failed_event    | FAILED    |
 
 Tasks have no crash or cancellation hooks: the parent flow's hooks (attached when the task is
-called, submitted or mapped inside it, see :mod:`prefect_sacred.flows.sweep`) end the trials it
+called, submitted or mapped inside it, see :mod:`prefect_sacred.tasks.sweep`) end the trials it
 leaves behind and write the sweep's summary artifact. A deployment run's cancellation is run by
 its runner in another process, without those hooks: the trials' own process ends them as soon
-as Prefect says the parent is cancelling (see :mod:`prefect_sacred.flows.cancel_watch`).
+as Prefect says the parent is cancelling (see :mod:`prefect_sacred.tasks.cancel_watch`).
 
 Captured output: trials in one process run on threads, so the default capture mode of a trial
 is ``sys`` (writes to ``sys.stdout``/``sys.stderr`` routed by context: each trial gets only its
@@ -37,61 +37,38 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from prefect import Task
 from prefect.exceptions import MissingContextError
 
-from prefect_sacred.flows.cancel_watch import CancelWatch
-from prefect_sacred.flows.commandline import RunOptions
+from prefect_sacred.core.info import gather_host_info
+from prefect_sacred.core.run import Run
+from prefect_sacred.flows.beat_events import beat_sender_for
 from prefect_sacred.flows.flow_runs import deployment_config, run_observers
-from prefect_sacred.flows.info import gather_host_info
+from prefect_sacred.flows.options import RunOptions
 from prefect_sacred.flows.parameters import NAMED_CONFIGS_PARAMETER
-from prefect_sacred.flows.run import Run
-from prefect_sacred.flows.starting import Prepared, build_meta, claim, differs, release
+from prefect_sacred.flows.starting import Prepared, borrow_observers, build_meta, differs, return_observers
 from prefect_sacred.observers.prefect_ui.observer import with_prefect_ui
+from prefect_sacred.tasks.cancel_watch import CancelWatch
+from prefect_sacred.tasks.summary import publish_trial, row_of
+from prefect_sacred.tasks.trial_run import Trial, TrialRun
 
 if TYPE_CHECKING:
     from uuid import UUID
 
+    from prefect import Task
     from prefect.client.schemas.objects import FlowRun, State, TaskRun
 
-    from prefect_sacred.flows.experiment import Experiment
+    from prefect_sacred.flows.experiment_like import ExperimentLike
 
-__all__ = ["ExperimentTask", "TrialRun", "experiment_task", "trial_key"]
+__all__ = ["DEFAULT_TRIAL_CAPTURE", "TrialLifecycle"]
 
 #: A trial's default capture mode: trials share the process with other trials (threads).
 DEFAULT_TRIAL_CAPTURE = "sys"
-#: Experiment records gathered in this process, by the ``ex.task()`` they serve (its token).
+#: ExperimentLike records gathered in this process, by the ``ex.task()`` they serve (its token).
 #: On Dask or Ray each trial unpickles its own lifecycle, and gathering takes 0.1-0.2 s: a memo
 #: of static facts shared by a sweep's trials in a worker (not run state). The newest few stay.
 _GATHERED: dict[str, dict[str, Any]] = {}
 _GATHERED_LOCK = threading.Lock()
 _GATHERED_KEEP = 16
-
-
-class TrialRun(Run):
-    """The ``_run`` of one trial: a :class:`Run` that also remembers each metric's last value.
-
-    The last values go into the parent flow's summary of the sweep.
-    """
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.last_metrics: dict[str, Any] = {}
-        #: ``(parent flow run id, task run id, task run name)`` of the trial.
-        self.trial: tuple[str | None, str, str] = (None, "", "")
-
-    def log_scalar(self, name: str, value: Any, step: Any = None) -> None:
-        super().log_scalar(name, value, step)
-        self.last_metrics[name] = value
-
-
-@dataclass
-class _Trial:
-    run: TrialRun
-    prepared: Prepared
-    parent: UUID | None
-    #: The parent is a deployment run: its runner may cancel it (see :mod:`.cancel_watch`).
-    cancellable: bool = False
 
 
 @dataclass
@@ -102,9 +79,9 @@ class TrialLifecycle:
     travels by pickling (to Dask or Ray workers): never the live trials or the lock.
     """
 
-    experiment: Experiment
+    experiment: ExperimentLike
     capture: str | None = None
-    live: dict[UUID, _Trial] = field(default_factory=dict)
+    live: dict[UUID, Trial] = field(default_factory=dict)
     #: Summary rows of ended trials, by parent flow run (rows, not runs: their output can be big).
     ended: dict[UUID, list[dict[str, Any]]] = field(default_factory=dict)
     parents: set[UUID] = field(default_factory=set)
@@ -148,7 +125,7 @@ class TrialLifecycle:
         if trial is not None:
             _note_state(trial.run, state)
             trial.run.complete(trial.run.result)
-            self._ended(trial)
+            self.trial_ended(trial)
 
     def on_failure(self, task: Task[Any, Any], task_run: TaskRun, state: State[Any]) -> None:
         trial = self._pop(task_run.id)
@@ -160,7 +137,7 @@ class TrialLifecycle:
             run.interrupt("TIMEOUT")
         else:
             run.fail(run.fail_trace or [f"{state.name}: {state.message}\n"])
-        self._ended(trial)
+        self.trial_ended(trial)
 
     def _experiment_info(self) -> dict[str, Any]:
         """The experiment's record (sources, dependencies, git), gathered once per process.
@@ -172,16 +149,14 @@ class TrialLifecycle:
                 self.shared_info = _gathered_info(self.token, self.experiment)
             return copy.deepcopy(self.shared_info)
 
-    def _pop(self, task_run_id: UUID) -> _Trial | None:
+    def _pop(self, task_run_id: UUID) -> Trial | None:
         with self.lock:
             return self.live.pop(task_run_id, None)
 
-    def _ended(self, trial: _Trial) -> None:
+    def trial_ended(self, trial: Trial) -> None:
         """Keep the finished trial for its parent's summary (only if that parent is watching here)."""
         if trial.parent is None:
             return
-        from prefect_sacred.flows.sweep import publish_trial, row_of
-
         with self.lock:
             watched = trial.parent in self.parents
             if watched:
@@ -222,7 +197,7 @@ class TrialLifecycle:
 
     # --- building a trial ------------------------------------------------------------------
 
-    def _new_trial(self, task: Task[Any, Any], task_run: TaskRun) -> _Trial:
+    def _new_trial(self, task: Task[Any, Any], task_run: TaskRun) -> Trial:
         from prefect.context import FlowRunContext, TaskRunContext
 
         ex = self.experiment
@@ -250,21 +225,22 @@ class TrialLifecycle:
             config=config,
             command=prepared.command,
             # The Prefect UI observer writes a flow run's artifacts: the parent's summary
-            # lists the trials instead (see prefect_sacred.flows.sweep).
-            observers=with_prefect_ui(claim(observers), enabled=False),
+            # lists the trials instead (see prefect_sacred.tasks.sweep).
+            observers=with_prefect_ui(borrow_observers(observers), enabled=False),
             beat_interval=ex.beat_interval,
             capture_mode=capture if observers else "no",
             captured_out_filter=ex.captured_out_filter,
             join_timeout=ex.join_timeout,
+            beat_events=beat_sender_for,
         )
         run.config_modifications = prepared.assembled.mods if prepared.assembled else None
         run.start_error = setup_error
         run.trial = (str(parent_run.id) if parent_run else None, str(task_run.id), task_run.name)
-        run.on_finish = release
+        run.on_finish = return_observers
         ex.last_run = run
         parent_id = parent_run.id if parent_run is not None else None
         cancellable = parent_run is not None and parent_run.deployment_id is not None
-        return _Trial(run, prepared, parent_id, cancellable)
+        return Trial(run, prepared, parent_id, cancellable)
 
 
 def _trial_meta(
@@ -318,7 +294,7 @@ def _resolved(parameters: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _gathered_info(token: str, experiment: Experiment) -> dict[str, Any]:
+def _gathered_info(token: str, experiment: ExperimentLike) -> dict[str, Any]:
     """The experiment's record for the ``ex.task()`` named ``token``, gathered once per process."""
     with _GATHERED_LOCK:
         info = _GATHERED.get(token)
@@ -331,15 +307,15 @@ def _gathered_info(token: str, experiment: Experiment) -> dict[str, Any]:
         return info
 
 
-def _end_dead_attempt(experiment: Experiment, task_run: TaskRun, log: Any) -> None:
+def _end_dead_attempt(experiment: ExperimentLike, task_run: TaskRun, log: Any) -> None:
     """End the record of an earlier attempt of this task run whose process died on this machine.
 
     Ray reruns a task whose worker died (``max_retries``, 3 by default), as Dask does
     (``distributed.scheduler.allowed-failures``): the same task run starts again in another
     process, and the dead attempt's record would stay RUNNING. Its journal ends it ``FAILED``.
     """
-    from prefect_sacred.journal.journal import RunJournal
-    from prefect_sacred.journal.sync import sync_journal
+    from prefect_sacred.core.journal import RunJournal
+    from prefect_sacred.core.sync import sync_journal
 
     path = RunJournal.find(str(task_run.id))
     if path is None:  # the usual case: a first attempt
@@ -376,109 +352,3 @@ def _task_logger(task: Task[Any, Any], task_run: TaskRun) -> Any:
         return task_run_logger(task_run, task)
     except (MissingContextError, Exception):
         return logging.LoggerAdapter(logging.getLogger("prefect_sacred"), {})
-
-
-class ExperimentTask(Task):  # type: ignore[type-arg]
-    """The Prefect task of an experiment (see :func:`experiment_task`).
-
-    Calling, submitting or mapping it inside a flow attaches the sweep's hooks to that flow,
-    so the flow's end finishes the trials it leaves behind and writes the sweep's summary.
-    """
-
-    @property
-    def sweep_hook(self) -> Any:
-        """The parent flow's hook for these trials, to name in a flow's hooks explicitly.
-
-        For ends run in another process than the flow's body: a served run whose process was
-        SIGKILLed (``@flow(on_crashed=[train.sweep_hook])``: the serve process ends its trials
-        FAILED from their journals). A cancelled deployment run needs no hook named (its trials
-        end themselves, see :mod:`prefect_sacred.flows.cancel_watch`); naming it in
-        ``on_cancellation`` as well ends no trial twice.
-        """
-        from prefect_sacred.flows.sweep import SweepHook
-
-        lifecycle = _lifecycle_of(self)
-        if lifecycle is None:
-            raise RuntimeError(f"task {self.name!r} is not an experiment's task")
-        return SweepHook(lifecycle, self.name)
-
-    def _watching_parent(self) -> None:
-        from prefect_sacred.flows.sweep import watch_parent
-
-        lifecycle = _lifecycle_of(self)
-        if lifecycle is not None:
-            watch_parent(self, lifecycle)
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        self._watching_parent()
-        return super().__call__(*args, **kwargs)
-
-    def submit(self, *args: Any, **kwargs: Any) -> Any:
-        self._watching_parent()
-        return super().submit(*args, **kwargs)
-
-    def map(self, *args: Any, **kwargs: Any) -> Any:
-        self._watching_parent()
-        return super().map(*args, **kwargs)
-
-    def with_options(self, *args: Any, **kwargs: Any) -> Any:
-        copied = super().with_options(*args, **kwargs)
-        copied.__class__ = ExperimentTask  # Prefect builds a plain Task: keep watching parents
-        copied.task_key = trial_key(copied.name)
-        return copied
-
-
-def trial_key(task_name: str) -> str:
-    """The ``task_key`` of the experiment task named ``task_name``, recorded on its task runs.
-
-    The parent flow's hook knows the task's trials by it, whatever their task run names, and
-    no other task has it. Prefect derives a task's key from its function, which every
-    ``ex.task()`` shares; the key is the same in every process that builds the task.
-    """
-    return f"prefect_sacred.trial.{task_name}"
-
-
-def _lifecycle_of(task: Task[Any, Any]) -> TrialLifecycle | None:
-    for hook in task.on_running_hooks:
-        owner = getattr(hook, "__self__", None)
-        if isinstance(owner, TrialLifecycle):
-            return owner
-    return None
-
-
-def experiment_task(
-    experiment: Experiment, capture: str | None = None, **task_options: Any
-) -> ExperimentTask:
-    """The experiment's main function as a Prefect task; each of its task runs is an observed run.
-
-    Args:
-        experiment: The experiment (with its main function defined).
-        capture: The trials' capture mode (default ``sys``: concurrent trials each get only
-            their own output; ``fd`` only where one trial runs per process).
-        **task_options: Passed to :class:`prefect.Task` (``retries``, ``timeout_seconds``,
-            ``task_run_name``, ``tags``...), e.g. ``ex.task(retries=2)``.
-    """
-    from prefect_sacred.flows.capture import CAPTURE_MODES
-
-    if capture is not None and capture not in CAPTURE_MODES:
-        raise ValueError(f"capture mode must be one of {', '.join(CAPTURE_MODES)}, not {capture!r}")
-    flow = experiment.flow
-    lifecycle = TrialLifecycle(experiment, capture)
-
-    def body(**kwargs: Any) -> Any:
-        return lifecycle.execute()
-
-    signature = getattr(flow.fn, "__signature__", None)
-    body.__signature__ = signature  # type: ignore[attr-defined]
-    body.__annotations__ = dict(getattr(flow.fn, "__annotations__", {}))
-    for attribute in ("__name__", "__qualname__", "__module__", "__doc__"):
-        setattr(body, attribute, getattr(flow.fn, attribute))
-    hooks: dict[str, Any] = {
-        "on_running": [lifecycle.on_running, *task_options.pop("on_running", [])],
-        "on_completion": [lifecycle.on_completion, *task_options.pop("on_completion", [])],
-        "on_failure": [lifecycle.on_failure, *task_options.pop("on_failure", [])],
-    }
-    options = {"name": experiment.name, "description": flow.description, **task_options, **hooks}
-    task = ExperimentTask(body, **options)
-    task.task_key = trial_key(task.name)
-    return task

@@ -6,6 +6,7 @@ import inspect
 import logging
 import os
 import sys
+import traceback
 import typing
 from collections.abc import Callable, Sequence
 from typing import IO, Any
@@ -15,20 +16,30 @@ from prefect import Flow
 from prefect_sacred.config.assemble import Assembled, ConfigError, assemble
 from prefect_sacred.config.captured import CapturedFunction, binding_scope, reset_bindings
 from prefect_sacred.config.ingredient import Ingredient
+from prefect_sacred.config.paths import nest
 from prefect_sacred.config.printing import (
+    format_config,
     named_configs_printer,
     print_config,
     print_dependencies,
     save_config,
 )
 from prefect_sacred.config.scope import ConfigDict
-from prefect_sacred.flows.capture import DEFAULT_CAPTURE_MODE, UserLog
-from prefect_sacred.flows.commandline import UsageError, resolve_options, run_commandline
+from prefect_sacred.core.capture import DEFAULT_CAPTURE_MODE, UserLog
+from prefect_sacred.core.info import gather_experiment_info
+from prefect_sacred.core.run import Run, current_run, format_fail_trace
+from prefect_sacred.flows.commandline import (
+    apply_loglevel,
+    check_clean,
+    config_help,
+    parse_command_line,
+    print_help,
+)
 from prefect_sacred.flows.flow_runs import create_run, deployment_observers
-from prefect_sacred.flows.info import gather_experiment_info
 from prefect_sacred.flows.lifecycle import RunLifecycle
-from prefect_sacred.flows.parameters import flow_signature, with_docs
-from prefect_sacred.flows.run import Run, current_run, format_fail_trace
+from prefect_sacred.flows.options import UsageError, resolve_options
+from prefect_sacred.flows.parameters import build_flow, flow_signature
+from prefect_sacred.flows.queued import QueuedRun, queue_options, queue_run
 from prefect_sacred.flows.starting import (
     CommandRun,
     Prepared,
@@ -41,7 +52,7 @@ from prefect_sacred.flows.starting import (
 )
 from prefect_sacred.observers.base import ObserverLike
 from prefect_sacred.observers.prefect_ui.observer import rebuild_with_prefect_ui
-from prefect_sacred.observers.registry import observers_from_env
+from prefect_sacred.observers.registry import ObserverConfigError, observers_from_env
 from prefect_sacred.serialization import utcnow
 
 if typing.TYPE_CHECKING:
@@ -224,9 +235,9 @@ class Experiment(Ingredient):
         """The main function as a Prefect task: each task run (a trial of a sweep) is an observed run.
 
         ``train = ex.task(retries=1)`` then ``train.map(lr=[0.1, 0.2])`` in any flow; see
-        :func:`prefect_sacred.flows.tasks.experiment_task`.
+        :func:`prefect_sacred.tasks.task.experiment_task`.
         """
-        from prefect_sacred.flows.tasks import experiment_task
+        from prefect_sacred.tasks.task import experiment_task
 
         return experiment_task(self, capture, **task_options)
 
@@ -266,55 +277,24 @@ class Experiment(Ingredient):
 
     def _build_flow(self, existing: Flow[Any, Any] | None = None) -> Flow[Any, Any]:
         assert self._main is not None
-        function = self._main.function
         try:
             defaults = self.assemble(force=True, log=logging.getLogger("prefect_sacred.silent"))
             config, docs = dict(defaults.config), defaults.mods.docs
         except Exception as exc:  # the form shows what it can; the run reports the error
             logger.warning("experiment %r: its config cannot be evaluated yet: %s", self.name, exc)
             config, docs = dict(self._main_defaults), {}
-        named = [name for name, _ in self.gather_named_configs()]
-        signature = flow_signature(config, self._main_annotations, named)
-
-        def body(**kwargs: Any) -> Any:
-            return self._execute()
-
-        body.__signature__ = signature  # type: ignore[attr-defined]
-        body.__annotations__ = {
-            parameter.name: parameter.annotation for parameter in signature.parameters.values()
-        }
-        for attribute in ("__name__", "__qualname__", "__module__"):
-            setattr(body, attribute, getattr(function, attribute))
-        body.__doc__ = with_docs(function.__doc__, docs, signature)
-        if existing is not None:  # refresh in place: the object users hold stays the flow
-            from prefect.utilities.callables import parameter_schema
-
-            existing.fn = body
-            existing.parameters = parameter_schema(body)
-            return existing
-        hooks = self._lifecycle
-        options: dict[str, Any] = {
-            "name": self.name,
-            "description": inspect.getdoc(function),
-            "on_running": [hooks.on_running],
-            "on_completion": [hooks.on_completion],
-            "on_failure": [hooks.on_failure],
-            "on_crashed": [hooks.on_crashed],
-            "on_cancellation": [hooks.on_cancellation],
-            **self._flow_options,
-        }
-        try:
-            return Flow(body, **options)
-        except ValueError:
-            if "validate_parameters" in self._flow_options:
-                raise
-        # Prefect cannot build its validator for some defaults (a numpy array compares
-        # ambiguously); such an experiment still runs, with its parameters unvalidated.
-        logger.warning(
-            "experiment %r: Prefect cannot validate these config parameters; running unvalidated",
-            self.name,
+        return build_flow(
+            self._main.function,
+            self._execute,
+            name=self.name,
+            signature=flow_signature(
+                config, self._main_annotations, [n for n, _ in self.gather_named_configs()]
+            ),
+            docs=docs,
+            hooks=self._lifecycle,
+            flow_options=self._flow_options,
+            existing=existing,
         )
-        return Flow(body, **{**options, "validate_parameters": False})
 
     # --- inside a run -----------------------------------------------------------------------
 
@@ -443,8 +423,6 @@ class Experiment(Ingredient):
         Raises:
             UsageError: the flow has no deployment, or the config or options are malformed.
         """
-        from prefect_sacred.watch.queueing import queue_options, queue_run
-
         resolved = queue_options(options)
         command = self._command_name(None)
         assembled = self.assemble(config_updates, (), command, force=resolved.force)
@@ -566,7 +544,45 @@ class Experiment(Ingredient):
         Exits with status 2 on a malformed command line, before anything is written, and with
         status 1 when the run fails.
         """
-        return run_commandline(self, argv)  # type: ignore[return-value]
+        prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else self.name or "experiment"
+        argv = sys.argv[1:] if argv is None else argv
+        try:
+            main_doc = inspect.getdoc(self._main.function) if self._main is not None else None
+            parsed = parse_command_line(argv, prog, main_doc or self.doc or None, config_help(self))
+            if parsed.command == "help":
+                print_help(self, parsed.help_target)
+                raise SystemExit(0)
+            options = resolve_options(parsed.options)
+            command = self._command_name(parsed.command)
+            assembled = self.assemble(parsed.updates, parsed.named_configs, command, force=options.force)
+            self._check_values(assembled, command)
+            observers_from_env()  # a malformed deployment setting fails here, before anything runs
+            if options.enforce_clean:
+                check_clean(self)
+        except (UsageError, ObserverConfigError) as exc:
+            print(f"{prog}: error: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
+        if options.loglevel is not None:
+            apply_loglevel(self, options.loglevel)
+        if options.print_config:
+            print(format_config(assembled.config, assembled.mods))
+        request = RunRequest(options, nest(parsed.updates), assembled, command, option_words=parsed.words)
+        if options.queue:
+            return _queue_from_commandline(self, request, prog)  # type: ignore[return-value]
+        try:
+            run = self._run(request)
+        except Exception as exc:
+            if options.debug:
+                traceback.print_exception(exc)
+            if options.pdb:
+                import pdb
+
+                pdb.post_mortem(exc.__traceback__)
+            print(f"{prog}: the run failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+            raise SystemExit(1) from None
+        for name, where in run.locations():
+            print(f"Run {run._id} ({run.status}) stored by {name}: {where}")
+        return run
 
     # --- called by the lifecycle hooks ----------------------------------------------------------
 
@@ -575,3 +591,17 @@ class Experiment(Ingredient):
 
     def _create_run(self, flow_run: FlowRun) -> Run:
         return create_run(self, flow_run)
+
+
+def _queue_from_commandline(ex: Experiment, request: RunRequest, prog: str) -> QueuedRun:
+    """``-q/--queue``: create the flow run, record it QUEUED, and say where."""
+    try:
+        queued = queue_run(ex, request)
+    except UsageError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    flow_run = f"{queued.flow_run_name} ({queued.flow_run_id})"
+    print(f"Queued run {queued._id} as flow run {flow_run} of {queued.deployment}")
+    for name, where in queued.locations():
+        print(f"Run {queued._id} (QUEUED) stored by {name}: {where}")
+    return queued
