@@ -123,7 +123,7 @@ class _HalfWriter:
 @pytest.fixture
 def journal_fails_once(monkeypatch: pytest.MonkeyPatch) -> Callable[[Any], FailsOnce]:
     """FileStorage's and TinyDB's metrics journal: the next append fails once, half written."""
-    from prefect_sacred.observers import metrics_journal
+    from prefect_sacred.observers import metrics_log
 
     def arm(observer: Any) -> FailsOnce:
         current: dict[str, Any] = {}
@@ -135,7 +135,7 @@ def journal_fails_once(monkeypatch: pytest.MonkeyPatch) -> Callable[[Any], Fails
             current["handle"] = open(path, mode, **kwargs)  # noqa: SIM115 (closed by _HalfWriter)
             return _HalfWriter(current["handle"], failing)
 
-        monkeypatch.setattr(metrics_journal, "open", opener, raising=False)
+        monkeypatch.setattr(metrics_log, "open", opener, raising=False)
         return failing
 
     return arm

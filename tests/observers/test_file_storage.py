@@ -23,7 +23,7 @@ import pytest
 from prefect_sacred import FileStorageObserver, InvalidArtifactName
 from prefect_sacred.core.capture import apply_backspaces_and_linefeeds
 from prefect_sacred.core.metrics import linearize_metrics
-from prefect_sacred.observers import file_storage, files, metrics_journal
+from prefect_sacred.observers import file_storage, files, metrics_log
 from prefect_sacred.observers.base import OutputDelta
 from prefect_sacred.observers.files import RewriteSchedule
 from prefect_sacred.observers.metrics_log import MetricsLog
@@ -439,7 +439,7 @@ def test_a_failed_journal_append_stores_nothing_and_its_retry_stores_each_point_
     journal_path = basedir / "1" / file_storage.METRICS_JOURNAL
     before = journal_path.read_bytes()
     disk = _DiskFillsUp()
-    monkeypatch.setattr(metrics_journal, "open", disk, raising=False)
+    monkeypatch.setattr(metrics_log, "open", disk, raising=False)
     second = _batch("loss", range(3, 6))
     with pytest.raises(OSError, match="disk full"):
         observer.log_metrics(metrics_by_name=second, info={})

@@ -8,9 +8,9 @@ from typing import Any
 
 from prefect_sacred.observers.base import RunObserver, resumed_run
 from prefect_sacred.observers.notify.sender import BackgroundSender, Message, protect, raise_failures
-from prefect_sacred.observers.notify.texts import render, td_format
+from prefect_sacred.observers.notify.texts import check_text, render, td_format
 
-__all__ = ["NotificationObserver"]
+__all__ = ["NotificationObserver", "check_options", "load_config", "require"]
 
 
 class NotificationObserver(RunObserver):
@@ -36,6 +36,15 @@ class NotificationObserver(RunObserver):
         self.attempts = attempts
         self.run: dict[str, Any] | None = None
         self._sender: BackgroundSender | None = None
+
+    def _set_texts(self, texts: dict[str, str | None], defaults: dict[str, str] | None = None) -> None:
+        """Check and set the ``*_text`` templates (ValueError naming a bad one).
+
+        A None text is ``defaults[option]`` when defaults are given, else no message.
+        """
+        for option, text in texts.items():
+            checked = check_text(type(self).__name__, option, text, option.removesuffix("_text"))
+            setattr(self, option, defaults[option] if checked is None and defaults is not None else checked)
 
     # --- the run --------------------------------------------------------------------------------
 
@@ -194,6 +203,16 @@ def _resumed_run(_id: Any) -> dict[str, Any]:
         run["config"] = dict(resumed.parameters)
         run["flow_run"] = {"id": resumed.flow_run_id, "name": resumed.flow_run_name, "url": resumed.ui_url}
     return run
+
+
+def require(module: str, owner: str, distribution: str, extra: str) -> Any:
+    """Import ``module`` for ``owner``, or ImportError saying which extra installs it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ImportError(f"{owner} requires {distribution}: pip install 'prefect-sacred[{extra}]'") from None
 
 
 def load_config(owner: str, path: Any) -> dict[str, Any]:

@@ -10,9 +10,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from prefect_sacred.observers.notify._observer import NotificationObserver, check_options, load_config
+from prefect_sacred.observers.notify._observer import (
+    NotificationObserver,
+    check_options,
+    load_config,
+    require,
+)
 from prefect_sacred.observers.notify.sender import Message, PermanentFailure, RetryLater, protect
-from prefect_sacred.observers.notify.texts import check_text
 
 __all__ = ["DEFAULT_SLACK_TEXTS", "SlackObserver"]
 
@@ -66,12 +70,7 @@ class SlackObserver(NotificationObserver):
         join_timeout: float = 15.0,
         attempts: int = 4,
     ) -> None:
-        try:
-            import requests  # noqa: F401
-        except ImportError:
-            raise ImportError(
-                "SlackObserver requires requests: pip install 'prefect-sacred[slack]'"
-            ) from None
+        require("requests", "SlackObserver", "requests", "slack")
         if not isinstance(webhook_url, str) or not webhook_url.startswith(("https://", "http://")):
             raise ValueError("SlackObserver webhook_url must be an http(s) URL")
         super().__init__(priority=priority, join_timeout=join_timeout, attempts=attempts)
@@ -84,11 +83,7 @@ class SlackObserver(NotificationObserver):
             "interrupted_text": interrupted_text,
             "failed_text": failed_text,
         }
-        for option, text in texts.items():
-            event = option.removesuffix("_text")
-            setattr(
-                self, option, check_text("SlackObserver", option, text, event) or DEFAULT_SLACK_TEXTS[option]
-            )
+        self._set_texts(texts, DEFAULT_SLACK_TEXTS)
         protect(*self._secrets())
 
     @classmethod

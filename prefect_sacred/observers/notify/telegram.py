@@ -13,7 +13,12 @@ import datetime as dt
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from prefect_sacred.observers.notify._observer import NotificationObserver, check_options, load_config
+from prefect_sacred.observers.notify._observer import (
+    NotificationObserver,
+    check_options,
+    load_config,
+    require,
+)
 from prefect_sacred.observers.notify.sender import (
     BackgroundSender,
     Message,
@@ -23,7 +28,6 @@ from prefect_sacred.observers.notify.sender import (
     logger,
     protect,
 )
-from prefect_sacred.observers.notify.texts import check_text
 
 __all__ = ["DEFAULT_TELEGRAM_TEXTS", "TELEGRAM_API", "TelegramObserver", "proxy_with_credentials"]
 
@@ -95,12 +99,7 @@ class TelegramObserver(NotificationObserver):
         join_timeout: float = 15.0,
         attempts: int = 4,
     ) -> None:
-        try:
-            import telegram
-        except ImportError:
-            raise ImportError(
-                "TelegramObserver requires python-telegram-bot: pip install 'prefect-sacred[telegram]'"
-            ) from None
+        telegram = require("telegram", "TelegramObserver", "python-telegram-bot", "telegram")
         super().__init__(priority=priority, join_timeout=join_timeout, attempts=attempts)
         if isinstance(bot_or_token, telegram.Bot):
             token = bot_or_token.token
@@ -126,8 +125,7 @@ class TelegramObserver(NotificationObserver):
             "interrupted_text": interrupted_text,
             "failed_text": failed_text,
         }
-        for option, text in texts.items():
-            setattr(self, option, check_text("TelegramObserver", option, text, option.removesuffix("_text")))
+        self._set_texts(texts)
         protect(*self._secrets())
 
     @classmethod
