@@ -349,3 +349,39 @@ def test_queued_options_travel_without_credentials_and_come_back_as_asked() -> N
     with pytest.raises(UsageError, match="a queued run cannot take --comment with a credential") as refused:
         travelling_options(resolve_options({"-c": "see postgresql://me:s3cret@db/runs"}), None, None)
     assert "s3cret" not in str(refused.value)
+
+
+def test_a_queued_record_an_observer_refused_once_is_given_again_with_the_runs_id(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """queued_event goes through the run's fan-out: the first observer's outage neither stops
+    the others nor loses its own record, which gets the id the next observer gave."""
+    from prefect_sacred import Experiment, FileStorageObserver, RunObserver
+
+    class FlakyFirst(RunObserver):
+        priority = 100  # asked first
+
+        def __init__(self) -> None:
+            self.calls: list[Any] = []
+
+        def queued_event(self, ex_info: Any, command: Any, host_info: Any, queue_time: Any,
+                         config: Any, meta_info: Any, _id: Any) -> Any:  # fmt: skip
+            self.calls.append(_id)
+            if len(self.calls) == 1:
+                raise ConnectionError("database is away")
+            return _id
+
+    flaky = FlakyFirst()
+    ex = Experiment(f"queued-flaky-{uuid.uuid4().hex[:8]}")
+    ex.observers[:] = [flaky, FileStorageObserver(tmp_path / "runs")]
+
+    @ex.main
+    def train(epochs: int = 2) -> int:
+        return epochs
+
+    cast(Any, ex.flow.to_deployment(name="train")).apply()
+    queued = ex.queue()
+    assert (tmp_path / "runs" / str(queued._id) / "run.json").exists()
+    assert flaky.calls == [None, queued._id]  # refused, then given the id FileStorage chose
+    said = capfd.readouterr().err  # Prefect's console handler ("prefect_sacred" does not propagate)
+    assert "FlakyFirst could not record the run QUEUED" in said and "database is away" in said

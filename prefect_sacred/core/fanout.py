@@ -236,6 +236,56 @@ class ObserverFanout:
                 _id = returned
         return _id
 
+    def queued_event(
+        self,
+        *,
+        ex_info: dict[str, Any],
+        command: str,
+        host_info: dict[str, Any],
+        queue_time: dt.datetime,
+        config: dict[str, Any],
+        meta_info: dict[str, Any],
+        _id: Any,
+    ) -> Any:
+        """Record a run that has not started as QUEUED on every observer; returns its id.
+
+        Observers are asked in turn, as for ``started_event``, and the first id returned is the
+        run's in the others. One that fails does not stop the others: its delivery worker gives
+        it the event again, with the run's id, until it takes it or :meth:`join` gives up (then
+        it is saved or reported like any other event left).
+        """
+        data = {
+            "ex_info": self._copyable(ex_info, "experiment info"),
+            "host_info": self._copyable(host_info, "host info"),
+            "config": self._copyable(config, "config"),
+            "meta_info": self._copyable(meta_info, "meta info"),
+        }
+        failed: list[tuple[ObserverLike, DeliveryWorker]] = []
+        for observer in self.observers:
+            self._add_started(observer)
+            try:
+                returned = observer.queued_event(
+                    **{key: copy.deepcopy(value) for key, value in data.items()},
+                    command=command,
+                    queue_time=queue_time,
+                    _id=_id,
+                )
+            except Exception as exc:
+                self.log.error(
+                    "observer %s could not record the run QUEUED (tried again until the end): %s",
+                    observer_name(observer),
+                    describe_error(exc),
+                )
+                failed.append((observer, self._workers[-1]))
+                continue
+            if _id is None:
+                _id = returned
+        for observer, worker in failed:
+            kwargs: dict[str, Any] = {key: copy.deepcopy(value) for key, value in data.items()}
+            kwargs.update(command=command, queue_time=queue_time, _id=_id)
+            worker.put(PendingEvent("queued_event", observer.queued_event, (), kwargs))
+        return _id
+
     def _copyable(self, values: dict[str, Any], what: str) -> dict[str, Any]:
         """``values``, with each entry that cannot be deep-copied replaced by a marked repr."""
         try:

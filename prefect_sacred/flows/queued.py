@@ -12,6 +12,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+from prefect_sacred.core.fanout import ObserverFanout, observer_name
 from prefect_sacred.core.info import gather_host_info
 from prefect_sacred.flows.claims import CLAIM_LABEL, claim_token, label_queued_id
 from prefect_sacred.flows.flow_runs import run_observers
@@ -142,41 +143,30 @@ def record_queued(
 ) -> QueuedRun:
     """Send ``queued_event`` to the run's observers and label the flow run with the ``_id``.
 
-    Observers are called in descending priority; the first id returned is every other's.
-    One that raises is logged and skipped: the others still record the run.
+    Through the run's fan-out, as every event: observers in descending priority, the first id
+    returned is every other's, and one that fails is given the event again until it takes it
+    or the experiment's join timeout passes (then it is saved or reported, never silently lost).
     """
     observers = run_observers(ex, options)[0]
     if prepared.assembled is not None:
         config = dict(prepared.assembled.config)
     else:  # the run will fail with the config's error; record what it was given
         config = {**dict(flow_run.parameters or {})}
-    meta = build_meta(flow_run, options, request, prepared)
     experiment_info = ex.experiment_info()
     experiment_info["name"] = options.name or ex.name
-    host_info = gather_host_info(ex.captured_env)
-    queue_time = utcnow()
-    run_id = options.id
-    recorded = []
-    for observer in sorted(observers, key=lambda each: -getattr(each, "priority", 0)):
-        try:
-            returned = observer.queued_event(
-                ex_info=experiment_info,
-                command=prepared.command,
-                host_info=host_info,
-                queue_time=queue_time,
-                config=config,
-                meta_info=meta,
-                _id=run_id,
-            )
-        except Exception as exc:
-            logger.error(
-                "observer %s could not queue flow run %s: %s", type(observer).__name__, flow_run.id, exc
-            )
-            continue
-        recorded.append(observer)
-        if run_id is None:
-            run_id = returned
+    fanout = ObserverFanout(observers, join_timeout=ex.join_timeout)
+    run_id = fanout.queued_event(
+        ex_info=experiment_info,
+        command=prepared.command,
+        host_info=gather_host_info(ex.captured_env),
+        queue_time=utcnow(),
+        config=config,
+        meta_info=build_meta(flow_run, options, request, prepared),
+        _id=options.id,
+    )
+    left = fanout.join()
     label_queued_id(flow_run.id, run_id)
+    recorded = [observer for observer in fanout.started if observer_name(observer) not in left]
     return QueuedRun(run_id, flow_run.id, flow_run.name, deployment, config, observers=recorded)
 
 
