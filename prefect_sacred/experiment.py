@@ -14,7 +14,7 @@ from typing import IO, Any
 from prefect import Flow
 
 from prefect_sacred.config.assemble import Assembled, ConfigError, assemble
-from prefect_sacred.config.captured import CapturedFunction, binding_scope, reset_bindings
+from prefect_sacred.config.captured import CapturedFunction
 from prefect_sacred.config.ingredient import Ingredient
 from prefect_sacred.config.paths import nest
 from prefect_sacred.config.printing import (
@@ -25,9 +25,9 @@ from prefect_sacred.config.printing import (
     save_config,
 )
 from prefect_sacred.config.scope import ConfigDict
-from prefect_sacred.core.capture import DEFAULT_CAPTURE_MODE, UserLog
+from prefect_sacred.core.capture import DEFAULT_CAPTURE_MODE
 from prefect_sacred.core.info import gather_experiment_info
-from prefect_sacred.core.run import Run, current_run, format_fail_trace
+from prefect_sacred.core.run import Run, current_run
 from prefect_sacred.flows.commandline import (
     apply_loglevel,
     check_clean,
@@ -45,15 +45,13 @@ from prefect_sacred.flows.starting import (
     Prepared,
     RunRequest,
     Unsupported,
+    call_command,
     current_request,
     observing,
-    seed_generators,
-    sorted_ingredients,
 )
 from prefect_sacred.observers.base import ObserverLike
 from prefect_sacred.observers.prefect_ui.observer import rebuild_with_prefect_ui
 from prefect_sacred.observers.registry import ObserverConfigError, observers_from_env
-from prefect_sacred.serialization import utcnow
 
 if typing.TYPE_CHECKING:
     from prefect.client.schemas.objects import FlowRun
@@ -317,34 +315,7 @@ class Experiment(Ingredient):
         return self._call_command(run, prepared.assembled, prepared.command)
 
     def _call_command(self, run: Any, assembled: Assembled, command: str) -> Any:
-        seed_generators(assembled.seed)
-        bindings = assembled.bindings(
-            run, self.logger if self.logger is not None else UserLog(run.logger, {})
-        )
-        function = dict(self.gather_commands())[command]
-        hooks = [hook for ingredient in sorted_ingredients(self) for hook in ingredient.pre_run_hooks]
-        post_hooks = [hook for ingredient in sorted_ingredients(self) for hook in ingredient.post_run_hooks]
-        token = binding_scope(bindings)
-        tokens = run.bind_context() if isinstance(run, Run) else []
-        try:
-            for hook in hooks:
-                hook()
-            result = run.result = function()  # post-run hooks see it, as in Sacred
-            for hook in post_hooks:
-                hook()
-        except BaseException as exc:
-            if isinstance(run, Run):
-                run.exception = exc
-                run.fail_trace = format_fail_trace(exc, skip_frames=1)
-                run.stop_time = utcnow()
-            raise
-        finally:
-            for each in reversed(tokens):
-                each.var.reset(each)
-            reset_bindings(token)
-        if isinstance(run, Run):
-            run.stop_time = utcnow()  # the run spans the main function, as in Sacred
-        return result
+        return call_command(self, run, assembled, command)
 
     @property
     def info(self) -> dict[str, Any]:

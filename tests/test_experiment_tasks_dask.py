@@ -7,19 +7,16 @@ mid-trial leaves its trial to the parent flow's hook, which finishes it from the
 
 from __future__ import annotations
 
-import os
-import signal
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from prefect_sacred import Experiment, FileStorageObserver
-from tests.backends import Backend, every
+from prefect_sacred import FileStorageObserver
+from tests.backends import Backend
 from tests.support import service_missing
-from tests.sweeps import file_runs, sweep_summary
+from tests.sweeps import assert_eight_trials_in_workers, file_runs, sweep_summary, worker_experiment
 
 pytestmark = pytest.mark.slow
 
@@ -29,26 +26,7 @@ try:
 except ImportError:  # pragma: no cover - the dev lock installs it
     distributed = None
 
-ex = Experiment("dask_trial")
-ex.beat_interval = 0.5
-
-
-@ex.config
-def cfg() -> None:
-    lr = 0.01  # noqa: F841
-    die_after = 0.0  # seconds; > 0: the trial's worker process kills itself then  # noqa: F841
-
-
-@ex.main
-def train(lr: float, die_after: float, _run: Any) -> float:
-    _run.info["pid"] = os.getpid()
-    for step in range(3):
-        _run.log_scalar("loss", lr * (step + 1), step)
-        print(f"dask trial lr={lr} step={step}")
-    if die_after > 0:
-        time.sleep(die_after)  # the journal takes the output and points every second
-        os.kill(os.getpid(), signal.SIGKILL)
-    return lr * 2
+ex = worker_experiment("dask_trial")
 
 
 @pytest.fixture(scope="module")
@@ -70,34 +48,7 @@ def cluster(every_backend: list[Backend]) -> Iterator[Any]:
 
 
 def test_eight_trials_in_dask_workers(every_backend: list[Backend], cluster: Any) -> None:
-    """One sweep whose observers list all eight contract backends: every backend holds the
-    eight trials apart, recorded in the workers."""
-    from prefect import flow
-
-    fresh = every.Fresh(every_backend)
-    ex.observers[:] = fresh.observers
-    task = ex.task()
-    lrs = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]
-
-    @flow(task_runner=DaskTaskRunner(address=cluster.scheduler_address))
-    def sweep() -> list[float]:
-        return [future.result() for future in task.map(lr=lrs)]
-
-    try:
-        state = sweep(return_state=True)
-    finally:
-        ex.observers.clear()
-    assert sorted(state.result()) == pytest.approx([lr * 2 for lr in lrs])
-    summary = sweep_summary(state.state_details.flow_run_id)
-    assert "8 trials (8 COMPLETED)" in summary
-    assert "lr=0.7" in summary and "loss=2.1" in summary  # published by the workers' trials
-    every.assert_trials_apart(
-        fresh,
-        lrs,
-        "dask_trial",
-        lambda lr, step: f"dask trial lr={lr} step={step}",
-        parent_pid=os.getpid(),  # recorded by the observers in the workers
-    )
+    assert_eight_trials_in_workers(ex, every_backend, DaskTaskRunner(address=cluster.scheduler_address))
 
 
 @pytest.mark.parametrize("options", [{}, {"task_run_name": "lr-{lr}"}], ids=["default-names", "own-names"])
@@ -128,5 +79,5 @@ def test_a_killed_worker_fails_its_trial(cluster: Any, tmp_path: Path, options: 
     trace = "".join(killed["run"]["fail_trace"])
     assert "process died" in trace and "KilledWorker" in trace, trace
     # What the journal held when the worker died reached the record.
-    assert "dask trial lr=0.2 step=2" in killed["cout"]
+    assert "dask_trial lr=0.2 step=2" in killed["cout"]
     assert killed["metrics"]["loss"]["values"] == pytest.approx([0.2, 0.4, 0.6])

@@ -11,19 +11,17 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from prefect_sacred import Experiment, FileStorageObserver
-from tests.backends import Backend, every
+from prefect_sacred import FileStorageObserver
+from tests.backends import Backend
 from tests.support import service_missing
-from tests.sweeps import file_runs, sweep_summary
+from tests.sweeps import assert_eight_trials_in_workers, file_runs, sweep_summary, worker_experiment
 
 pytestmark = pytest.mark.slow
 
@@ -34,32 +32,7 @@ try:
 except ImportError:  # pragma: no cover - the dev lock installs it
     ray = None
 
-ex = Experiment("ray_trial")
-ex.beat_interval = 0.5
-
-
-@ex.config
-def cfg() -> None:
-    lr = 0.01  # noqa: F841
-    fail = False  # raise once the points are logged  # noqa: F841
-    die_after = 0.0  # seconds; > 0: the trial's worker process kills itself then  # noqa: F841
-    die_once = ""  # a marker file: die only if it is missing (the first attempt)  # noqa: F841
-
-
-@ex.main
-def train(lr: float, fail: bool, die_after: float, die_once: str, _run: Any) -> float:
-    _run.info["pid"] = os.getpid()
-    for step in range(3):
-        _run.log_scalar("loss", lr * (step + 1), step)
-        print(f"ray trial lr={lr} step={step}")
-    if fail:
-        raise ValueError(f"diverged at lr={lr}")
-    if die_after > 0 and not (die_once and os.path.exists(die_once)):
-        if die_once:
-            Path(die_once).touch()
-        time.sleep(die_after)  # the journal takes the output and points every second
-        os.kill(os.getpid(), signal.SIGKILL)
-    return lr * 2
+ex = worker_experiment("ray_trial")
 
 
 @pytest.fixture(scope="module")
@@ -91,34 +64,7 @@ def local_ray(every_backend: list[Backend]) -> Iterator[None]:
 
 
 def test_eight_trials_in_ray_workers(every_backend: list[Backend], local_ray: None) -> None:
-    """One sweep whose observers list all eight contract backends: every backend holds the
-    eight trials apart, recorded in the workers."""
-    from prefect import flow
-
-    fresh = every.Fresh(every_backend)
-    ex.observers[:] = fresh.observers
-    task = ex.task()
-    lrs = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]
-
-    @flow(task_runner=RayTaskRunner())
-    def sweep() -> list[float]:
-        return [future.result() for future in task.map(lr=lrs)]
-
-    try:
-        state = sweep(return_state=True)
-    finally:
-        ex.observers.clear()
-    assert sorted(state.result()) == pytest.approx([lr * 2 for lr in lrs])
-    summary = sweep_summary(state.state_details.flow_run_id)
-    assert "8 trials (8 COMPLETED)" in summary
-    assert "lr=0.7" in summary and "loss=2.1" in summary  # published by the workers' trials
-    every.assert_trials_apart(
-        fresh,
-        lrs,
-        "ray_trial",
-        lambda lr, step: f"ray trial lr={lr} step={step}",
-        parent_pid=os.getpid(),  # recorded by the observers in the workers
-    )
+    assert_eight_trials_in_workers(ex, every_backend, RayTaskRunner())
 
 
 def test_failing_killed_and_rerun_trials(local_ray: None, tmp_path: Path) -> None:
@@ -157,7 +103,7 @@ def test_failing_killed_and_rerun_trials(local_ray: None, tmp_path: Path) -> Non
     trace = "".join(killed["run"]["fail_trace"])
     assert "process died" in trace and "WorkerCrashedError" in trace, trace
     # What the journal held when the worker died reached the record.
-    assert "ray trial lr=0.3 step=2" in killed["cout"]
+    assert "ray_trial lr=0.3 step=2" in killed["cout"]
     assert killed["metrics"]["loss"]["values"] == pytest.approx([0.3, 0.6, 0.9])
     # The same task run twice: two records, the dead attempt's ended by the rerun.
     dead, again = sorted(runs[0.4], key=lambda run: run["run"]["start_time"])

@@ -14,13 +14,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from prefect_sacred.config.assemble import Assembled
+from prefect_sacred.config.captured import binding_scope, reset_bindings
 from prefect_sacred.config.ingredient import Ingredient
-from prefect_sacred.core.run import Run
+from prefect_sacred.core.capture import UserLog
+from prefect_sacred.core.run import Run, format_fail_trace
 from prefect_sacred.flows.labels import ui_url
 from prefect_sacred.flows.options import RunOptions, sacred_options
 from prefect_sacred.flows.parameters import NAMED_CONFIGS_PARAMETER
 from prefect_sacred.observers.base import ObserverLike
-from prefect_sacred.serialization import flatten
+from prefect_sacred.serialization import flatten, utcnow
 
 if typing.TYPE_CHECKING:
     from prefect.client.schemas.objects import FlowRun
@@ -32,6 +34,7 @@ __all__ = [
     "Unsupported",
     "borrow_observers",
     "build_meta",
+    "call_command",
     "context_observers",
     "current_request",
     "differs",
@@ -192,3 +195,37 @@ def build_meta(
     if request is not None and request.meta_info:
         meta.update(request.meta_info)
     return meta
+
+
+def call_command(root: Ingredient, run: Any, assembled: Assembled, command: str) -> Any:
+    """Run ``command`` of ``root`` with the run's config bound, its hooks around it (as in Sacred).
+
+    ``run`` is a :class:`Run` (its ``_run``, its end time and fail trace are set here) or an
+    unobserved command's stand-in.
+    """
+    seed_generators(assembled.seed)
+    bindings = assembled.bindings(run, root.logger if root.logger is not None else UserLog(run.logger, {}))
+    function = dict(root.gather_commands())[command]
+    hooks = [hook for ingredient in sorted_ingredients(root) for hook in ingredient.pre_run_hooks]
+    post_hooks = [hook for ingredient in sorted_ingredients(root) for hook in ingredient.post_run_hooks]
+    token = binding_scope(bindings)
+    tokens = run.bind_context() if isinstance(run, Run) else []
+    try:
+        for hook in hooks:
+            hook()
+        result = run.result = function()  # post-run hooks see it, as in Sacred
+        for hook in post_hooks:
+            hook()
+    except BaseException as exc:
+        if isinstance(run, Run):
+            run.exception = exc
+            run.fail_trace = format_fail_trace(exc, skip_frames=1)
+            run.stop_time = utcnow()
+        raise
+    finally:
+        for each in reversed(tokens):
+            each.var.reset(each)
+        reset_bindings(token)
+    if isinstance(run, Run):
+        run.stop_time = utcnow()  # the run spans the main function, as in Sacred
+    return result
