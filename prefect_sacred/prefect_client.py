@@ -1,8 +1,10 @@
 """The one place that opens Prefect API clients, all with one timeout.
 
-Prefect's default is 60 s per request; a run, a hook or the watcher must never wait that long
-on an orchestrator that is slow or away, so every client here times out after
-:func:`api_timeout` seconds (``PREFECT_SACRED_API_TIMEOUT``, default 10).
+Prefect's default is 60 s per request, and its client tries a request that timed out 5 more
+times with pauses of 2, 4, 8, 16 and 32 s: over 7 minutes against a silent server. A run, a hook
+or the watcher must never wait that long on an orchestrator that is slow or away, so every client
+here times out after :func:`api_timeout` seconds (``PREFECT_SACRED_API_TIMEOUT``, default 10)
+and tries a request at most twice (a blip is ridden out, an outage costs about 2 timeouts + 2 s).
 
 * :func:`sync_client` for a few calls (``with sync_client() as client: ...``);
 * :func:`open_client` / :func:`close_client` for threads that call Prefect beat after beat
@@ -26,6 +28,8 @@ logger = logging.getLogger("prefect_sacred")
 
 API_TIMEOUT_ENV_VAR = "PREFECT_SACRED_API_TIMEOUT"
 _DEFAULT_TIMEOUT = 10.0
+#: Prefect's client retries after the first try (its setting, PREFECT_CLIENT_MAX_RETRIES, is 5).
+_RETRIES = 1
 
 
 def api_timeout() -> float:
@@ -50,7 +54,28 @@ def sync_client(timeout: float | None = None) -> SyncPrefectClient:
     if str(PREFECT_API_URL.value() or "").startswith("http://"):
         # No TLS on this connection: spare Prefect loading every CA certificate (~50 ms).
         settings["verify"] = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    return get_client(httpx_settings=settings, sync_client=True)
+    return _bounded_retries(get_client(httpx_settings=settings, sync_client=True))
+
+
+def _bounded_retries(client: SyncPrefectClient) -> SyncPrefectClient:
+    """``client``, its requests retried at most :data:`_RETRIES` times, whatever thread sends them.
+
+    Prefect reads its retry setting at each request, from the sending context's settings: each
+    request here runs with ours.
+    """
+    from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, temporary_settings
+
+    http = getattr(client, "_client", None)
+    send = getattr(http, "send", None)
+    if send is None:  # another Prefect: its own retries
+        return client
+
+    def send_bounded(*args: Any, **kwargs: Any) -> Any:
+        with temporary_settings({PREFECT_CLIENT_MAX_RETRIES: _RETRIES}):
+            return send(*args, **kwargs)
+
+    http.send = send_bounded  # type: ignore[union-attr]
+    return client
 
 
 def open_client(timeout: float | None = None) -> Any:

@@ -405,3 +405,23 @@ def test_a_run_against_a_holding_database_fails_at_its_start_within_seconds(
     message = str(error)
     assert "SqlObserver" in message and "connection timeout expired" in message, message
     assert PASSWORD not in message and "Pw" not in message
+
+
+# --- the Prefect API --------------------------------------------------------------------------------
+
+
+def test_a_silent_prefect_api_costs_the_api_timeout_not_prefects_sixty_seconds(
+    holding_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every Prefect client of the package comes from prefect_client, with one timeout setting."""
+    import uuid
+
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from prefect_sacred.flows.labels import read_run_id
+
+    monkeypatch.setenv("PREFECT_SACRED_API_TIMEOUT", "1")
+    with temporary_settings({PREFECT_API_URL: f"{holding_endpoint}/api"}):
+        elapsed, error = timed(lambda: read_run_id(uuid.uuid4()))
+    assert error is not None, "a Prefect API that never answers gave an answer"
+    assert elapsed < 30, f"reading a flow run took {elapsed:.1f} s against a silent API"
