@@ -3,7 +3,7 @@
 It subscribes to Prefect's event stream (``prefect.flow-run.Scheduled``, ``Pending``,
 ``Cancelled`` ...): a flow run of one of the experiment's deployments, created by the UI's Run
 button, ``prefect deployment run``, a schedule or the API, is claimed (see
-:func:`~prefect_sacred.flows.queued.claim`) and recorded QUEUED with the config it will run
+:func:`~prefect_sacred.flows.claims.claim_flow_run`) and recorded QUEUED with the config it will run
 with (its seed is fixed on the flow run, so the run draws no other). On start, and every
 ``reconcile_every`` seconds, it backfills: flow runs already Scheduled or Pending are recorded
 the same way (Prefect's scheduler creates a schedule's runs without emitting any event, so
