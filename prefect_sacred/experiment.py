@@ -292,6 +292,7 @@ class Experiment(Ingredient):
             hooks=self._lifecycle,
             flow_options=self._flow_options,
             existing=existing,
+            config_doc=config.get("__doc__") if isinstance(config.get("__doc__"), str) else None,
         )
 
     # --- inside a run -----------------------------------------------------------------------

@@ -58,13 +58,16 @@ def flow_signature(
     """Keyword-only parameters: each top-level config entry, ``seed``, and the named configs."""
     parameters = []
     for key, value in config.items():
-        if key == "seed" or not key.isidentifier() or keyword.iskeyword(key):
-            continue  # such entries are set with config updates, not as parameters
+        if key == "seed" or key.startswith("_") or not key.isidentifier() or keyword.iskeyword(key):
+            # Set with config updates, not as parameters: Prefect's parameter model refuses
+            # names with a leading underscore (Sacred's __doc__, private entries).
+            continue
         annotation = annotations.get(key, lenient(_json_type(value)))
         parameters.append(
             inspect.Parameter(key, inspect.Parameter.KEYWORD_ONLY, default=value, annotation=annotation)
         )
-    seed_annotation = annotations.get("seed", lenient({"type": "integer"}))
+    # None draws a seed: the form must accept its default (a bare integer type refuses it).
+    seed_annotation = annotations.get("seed", lenient({"anyOf": [{"type": "integer"}, {"type": "null"}]}))
     parameters.append(
         inspect.Parameter("seed", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=seed_annotation)
     )
@@ -113,8 +116,11 @@ def build_flow(
     hooks: RunLifecycle,
     flow_options: dict[str, Any],
     existing: Flow[Any, Any] | None = None,
+    config_doc: str | None = None,
 ) -> Flow[Any, Any]:
     """The Prefect flow of an experiment: parameters ``signature``, body ``execute``, our hooks.
+
+    Its description is the main function's docstring, else the config scope's (``config_doc``).
 
     ``existing`` is refreshed in place (a config added after the main function), so the object
     users hold stays the flow.
@@ -140,7 +146,7 @@ def build_flow(
 
     options: dict[str, Any] = {
         "name": name,
-        "description": inspect.getdoc(function),
+        "description": inspect.getdoc(function) or (inspect.cleandoc(config_doc) if config_doc else None),
         "on_running": [hooks.on_running],
         "on_completion": [hooks.on_completion],
         "on_failure": [hooks.on_failure],

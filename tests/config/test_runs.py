@@ -75,8 +75,41 @@ def test_the_flow_form_shows_each_entry_with_type_default_and_doc() -> None:
         properties["retries"]["type"] == "integer"
         and properties["retries"]["description"] == "how often to try."
     )
-    assert properties["seed"]["type"] == "integer" and properties["seed"]["default"] is None
+    assert properties["seed"]["anyOf"] == [{"type": "integer"}, {"type": "null"}]
+    assert properties["seed"]["default"] is None
     assert properties["named_configs"]["items"] == {"type": "string", "enum": ["formal"]}
+
+
+def test_every_default_of_the_form_is_valid_for_its_own_schema() -> None:
+    """What the UI's custom-run form checks before it submits: None under ``seed`` was refused."""
+    import jsonschema
+
+    ex = greeting()
+    ex.add_config(optional=None, nested={"a": [1, 2]}, flag=True)
+    schema = ex.flow.parameters.model_dump()
+    for name, prop in schema["properties"].items():
+        jsonschema.validate(prop["default"], prop)  # raises naming the parameter's problem
+    jsonschema.validate({name: prop["default"] for name, prop in schema["properties"].items()}, schema)
+
+
+def test_a_docstring_in_a_config_scope_is_an_entry_and_the_forms_description_not_a_parameter() -> None:
+    ex = Experiment("documented")
+
+    @ex.config
+    def cfg() -> None:
+        """Trains the model on the toy data."""
+        lr = 0.1  # noqa: F841
+        _private = 3  # noqa: F841  (Sacred keeps it; Prefect's form cannot have it)
+
+    @ex.main
+    def train(lr: float, _config: dict[str, Any]) -> float:
+        return lr * _config["_private"]
+
+    assert list(ex.flow.parameters.model_dump()["properties"]) == ["lr", "seed"]
+    assert ex.flow.description == "Trains the model on the toy data."
+    run = ex.run(config_updates={"_private": 4})
+    assert run.config["__doc__"] == "Trains the model on the toy data."
+    assert run.result == pytest.approx(0.4)
 
 
 def test_a_config_added_after_the_main_function_reaches_the_form() -> None:
