@@ -10,7 +10,6 @@ from prefect_sacred._lazy import lazy_attributes as _lazy_attributes
 
 if _typing.TYPE_CHECKING:
     from prefect_sacred.config import Ingredient
-    from prefect_sacred.core.capture import apply_backspaces_and_linefeeds
     from prefect_sacred.core.run import ObserverError, Run, current_run
     from prefect_sacred.experiment import Experiment
     from prefect_sacred.flows.options import UsageError
@@ -32,10 +31,13 @@ if _typing.TYPE_CHECKING:
         TinyDbObserver,
         TinyDbReader,
     )
+    from prefect_sacred.settings import SETTINGS
+    from prefect_sacred.utils import SacredError, apply_backspaces_and_linefeeds
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "SETTINGS",
     "Experiment",
     "FileStorageObserver",
     "GoogleCloudStorageObserver",
@@ -51,6 +53,7 @@ __all__ = [
     "Run",
     "RunObserver",
     "S3Observer",
+    "SacredError",
     "SlackObserver",
     "SqlObserver",
     "TelegramObserver",
@@ -67,8 +70,10 @@ _ELSEWHERE = {
     "Ingredient": "prefect_sacred.config",
     "ObserverError": "prefect_sacred.core.run",
     "Run": "prefect_sacred.core.run",
+    "SETTINGS": "prefect_sacred.settings",
+    "SacredError": "prefect_sacred.utils",
     "UsageError": "prefect_sacred.flows.options",
-    "apply_backspaces_and_linefeeds": "prefect_sacred.core.capture",
+    "apply_backspaces_and_linefeeds": "prefect_sacred.utils",
     "current_run": "prefect_sacred.core.run",
 }
 __getattr__, __dir__ = _lazy_attributes(
@@ -76,5 +81,13 @@ __getattr__, __dir__ = _lazy_attributes(
     {
         **dict.fromkeys(set(__all__) - {*_ELSEWHERE, "__version__"}, "prefect_sacred.observers"),
         **_ELSEWHERE,
+    },
+    instead={
+        "host_info_getter": "record such facts in _run.info, or name environment variables with "
+        "Experiment(captured_env=[...]) or SETTINGS.HOST_INFO.CAPTURED_ENV",
+        "host_info_gatherer": "record such facts in _run.info, or name environment variables with "
+        "Experiment(captured_env=[...]) or SETTINGS.HOST_INFO.CAPTURED_ENV",
+        "cli_option": "observer flags are registered with "
+        "prefect_sacred.observers.registry.register_observer_option; run options go in ex.run(options=...)",
     },
 )

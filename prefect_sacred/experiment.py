@@ -25,7 +25,6 @@ from prefect_sacred.config.printing import (
     save_config,
 )
 from prefect_sacred.config.scope import ConfigDict
-from prefect_sacred.core.capture import DEFAULT_CAPTURE_MODE
 from prefect_sacred.core.info import gather_experiment_info
 from prefect_sacred.core.run import Run, current_run
 from prefect_sacred.flows.commandline import (
@@ -52,6 +51,7 @@ from prefect_sacred.flows.starting import (
 from prefect_sacred.observers.base import ObserverLike
 from prefect_sacred.observers.prefect_ui.observer import rebuild_with_prefect_ui
 from prefect_sacred.observers.registry import ObserverConfigError, observers_from_env
+from prefect_sacred.settings import SETTINGS
 
 if typing.TYPE_CHECKING:
     from prefect.client.schemas.objects import FlowRun
@@ -133,11 +133,11 @@ class Experiment(Ingredient):
         self.captured_env = tuple(captured_env)
         self.observers: list[ObserverLike] = []
         self.captured_out_filter: Callable[[str], str] | None = None
-        self.beat_interval: float = 10.0
+        self._beat_interval: float | None = None
         #: The most seconds the end of a run waits for its observers (None: the environment's
         #: ``PREFECT_SACRED_JOIN_TIMEOUT``, else 30); what is left stays in the run's journal.
         self.join_timeout: float | None = None
-        self.capture_mode: str = DEFAULT_CAPTURE_MODE
+        self._capture_mode: str | None = None
         self.default_command: str | None = None
         self._main: CapturedFunction | None = None
         self._flow: Flow[Any, Any] | None = None
@@ -162,6 +162,26 @@ class Experiment(Ingredient):
     @name.setter
     def name(self, value: str) -> None:
         self.path = value
+
+    @property
+    def capture_mode(self) -> str:
+        """How its runs capture output: ``fd``, ``sys`` or ``no`` (default ``SETTINGS.CAPTURE_MODE``)."""
+        return self._capture_mode or str(SETTINGS.CAPTURE_MODE)
+
+    @capture_mode.setter
+    def capture_mode(self, value: str) -> None:
+        self._capture_mode = value
+
+    @property
+    def beat_interval(self) -> float:
+        """Seconds between two beats of its runs (default ``SETTINGS.DEFAULT_BEAT_INTERVAL``)."""
+        if self._beat_interval is not None:
+            return self._beat_interval
+        return float(SETTINGS.DEFAULT_BEAT_INTERVAL)
+
+    @beat_interval.setter
+    def beat_interval(self, value: float) -> None:
+        self._beat_interval = value
 
     def __getstate__(self) -> dict[str, Any]:
         # Pickled into served flow-run processes (with its observers, which must pickle too).

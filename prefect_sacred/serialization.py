@@ -5,12 +5,15 @@ JSON cannot express are encoded by jsonpickle (numpy and pandas included), exact
 A value that cannot be encoded is stored *in its place* as a marked repr,
 ``{"py/unencodable": "<repr>", "py/error": "<why>"}``, with one :class:`UnencodableValueWarning`, so
 the record around it keeps its structure (a result whose ``__getstate__`` raises leaves
-``run.json`` with its status and times). Cannot be encoded: an object whose pickling protocol
+``run.json`` with its status and times). A container class with ``__recorded_plain__ = True``
+(the config's read-only dict and list) is stored as the plain container it copies to. Cannot be
+encoded: an object whose pickling protocol
 raises, a lock, and an iterator or generator (encoding one would consume it, or never end).
 """
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import importlib
 import json
@@ -95,6 +98,8 @@ class _MarkingPickler(jsonpickle.Pickler):  # type: ignore[misc]
     """
 
     def _flatten_obj(self, obj: Any) -> Any:
+        if getattr(type(obj), "__recorded_plain__", False):  # the config's read-only containers
+            obj = copy.copy(obj)
         if isinstance(obj, _LOCKS):
             return marked_repr(obj, "a lock cannot be stored")
         if isinstance(obj, _CONSUMED) and not isinstance(obj, (str, bytes, dict, list, tuple)):

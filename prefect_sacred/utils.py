@@ -1,7 +1,8 @@
-"""Small helpers both halves of the package use: file digests and credential redaction.
+"""Small helpers every layer may use: file digests, credential redaction, Sacred's output filter
+and its base error.
 
-``flows/`` (the experiment side) and ``observers/`` (the storage side) both import from here and
-never from each other's internals, so either can be imported alone.
+Sacred users import ``apply_backspaces_and_linefeeds`` and ``SacredError`` from
+``sacred.utils``; here they are ``prefect_sacred.utils`` (and ``prefect_sacred``).
 """
 
 from __future__ import annotations
@@ -11,7 +12,11 @@ import os
 import re
 from typing import Any
 
-__all__ = ["md5_of_file", "redact", "without_leading_points"]
+__all__ = ["SacredError", "apply_backspaces_and_linefeeds", "md5_of_file", "redact", "without_leading_points"]
+
+
+class SacredError(Exception):
+    """Sacred's base error, for code that catches it (a read-only config changed, ...)."""
 
 
 def md5_of_file(path: str | os.PathLike[str]) -> str:
@@ -104,3 +109,34 @@ def redact(text: str) -> str:
     text = _BARE_USERINFO.sub(hide_bare_userinfo, text)
     text = _SECRET_ASSIGNMENT.sub(hide_value, text)
     return _SECRET_ITEM.sub(hide_value, text)
+
+
+def apply_backspaces_and_linefeeds(text: str) -> str:
+    """Render ``\\r`` and ``\\b`` the way a terminal shows them, line by line.
+
+    Progress bars that redraw a line with ``\\r`` are stored as their final state. A ``\\r`` that
+    ends the text is kept, so the next chunk of output can still overwrite that line. Use it as
+    ``ex.captured_out_filter = apply_backspaces_and_linefeeds``.
+    """
+    lines = text.split("\n")
+    rendered = []
+    last_line = len(lines) - 1
+    for index, line in enumerate(lines):
+        chars: list[str] = []
+        cursor = 0
+        for position, char in enumerate(line):
+            if char == "\r" and not (index == last_line and position == len(line) - 1):
+                cursor = 0
+                continue
+            if char == "\b":
+                cursor = max(0, cursor - 1)
+                continue
+            if char == "\r":  # the trailing one: keep it at the end of the line
+                cursor = len(chars)
+            if cursor < len(chars):
+                chars[cursor] = char
+            else:
+                chars.append(char)
+            cursor += 1
+        rendered.append("".join(chars))
+    return "\n".join(rendered)

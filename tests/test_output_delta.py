@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from prefect_sacred.core.capture import apply_backspaces_and_linefeeds
 from prefect_sacred.core.run import Run, common_prefix_length
 from prefect_sacred.observers.base import OutputDelta, RunObserver
+from prefect_sacred.utils import apply_backspaces_and_linefeeds
 from tests.support import InjectedOutput
 
 

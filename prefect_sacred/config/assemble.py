@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prefect_sacred.config.captured import Binding, CapturedFunction, create_rnd, get_seed, new_seed
+from prefect_sacred.config.custom_containers import make_read_only
 from prefect_sacred.config.fixing import ConfigSummary, unfix
 from prefect_sacred.config.ingredient import Configuration, Ingredient
 from prefect_sacred.config.paths import (
@@ -29,6 +30,7 @@ from prefect_sacred.config.paths import (
     set_by_path,
 )
 from prefect_sacred.config.scope import ConfigDict, load_config_file
+from prefect_sacred.settings import SETTINGS
 
 __all__ = ["Assembled", "ConfigError", "assemble"]
 
@@ -156,15 +158,19 @@ class Assembled:
     def bindings(
         self, run: Any, root_logger: logging.Logger | logging.LoggerAdapter[Any] | None
     ) -> dict[int, Binding]:
-        """Bind every captured function to this run (each gets its own generator)."""
+        """Bind every captured function to this run (each gets its own generator).
+
+        With ``SETTINGS.CONFIG.READ_ONLY_CONFIG`` (the default) the config they see is read-only.
+        """
         bindings: dict[int, Binding] = {}
         randomness = any(
             function.uses_randomness
             for scaffold in self.scaffolds.values()
             for function in scaffold.ingredient.captured_functions
         )
+        read_only = bool(SETTINGS.CONFIG.READ_ONLY_CONFIG)
         for scaffold in self.scaffolds.values():
-            fixture = scaffold.fixture()
+            fixture = make_read_only(scaffold.fixture()) if read_only else scaffold.fixture()
             seed = scaffold.config.get("seed", scaffold.seed)
             rnd = create_rnd(seed) if randomness and seed is not None else None
             for function in scaffold.ingredient.captured_functions:

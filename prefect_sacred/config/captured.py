@@ -19,6 +19,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from prefect_sacred.settings import SETTINGS
+
 __all__ = [
     "SEED_RANGE",
     "CapturedFunction",
@@ -28,6 +30,7 @@ __all__ = [
     "get_seed",
     "new_seed",
     "reset_bindings",
+    "set_global_seed",
 ]
 
 #: Sacred's seed range: seeds are drawn uniformly from 1 to 10**9 (exclusive with numpy).
@@ -57,16 +60,15 @@ def _numpy() -> Any:
 def create_rnd(seed: int) -> Any:
     """The generator Sacred gives a captured function as ``_rnd``.
 
-    With numpy installed a ``numpy.random.Generator`` (a ``RandomState`` before numpy 1.19),
-    else a ``random.Random``.
+    With numpy installed a ``numpy.random.Generator`` (a ``RandomState`` before numpy 1.19, or
+    with ``SETTINGS.CONFIG.NUMPY_RANDOM_LEGACY_API``), else a ``random.Random``.
     """
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise TypeError(f"a seed is an integer, not {seed!r} ({type(seed).__name__})")
     numpy = _numpy()
     if numpy is None:
         return random.Random(seed)
-    major, minor = (int(part) for part in numpy.__version__.split(".")[:2])
-    if (major, minor) < (1, 19):
+    if SETTINGS.CONFIG.NUMPY_RANDOM_LEGACY_API:
         return numpy.random.RandomState(seed)
     return numpy.random.default_rng(seed)
 
@@ -161,3 +163,14 @@ class CapturedFunction:
 def reset_bindings(token: contextvars.Token[Mapping[int, Binding] | None]) -> None:
     """Undo :func:`binding_scope`."""
     _bindings.reset(token)
+
+
+def set_global_seed(seed: int) -> None:
+    """Seed ``random``, ``numpy`` and ``torch`` (those imported) with ``seed``, as Sacred does."""
+    random.seed(seed)
+    numpy = sys.modules.get("numpy")
+    if numpy is not None:
+        numpy.random.seed(seed % 2**32)
+    torch = sys.modules.get("torch")
+    if torch is not None and hasattr(torch, "manual_seed"):
+        torch.manual_seed(seed)

@@ -22,11 +22,12 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from prefect_sacred.config.fixing import ConfigSummary, FixedDict, normalize, unfix
+from prefect_sacred.settings import SETTINGS
 
 __all__ = ["ConfigDict", "ConfigScope", "load_config_file", "save_config_file"]
 
-#: Comments that are tool directives, never docs (Sacred ignores the same).
-_IGNORED_COMMENTS = (re.compile(r"^pylint:"), re.compile(r"^noqa$"))
+#: Comments that are tool directives, never docs, besides ``SETTINGS.CONFIG.IGNORED_COMMENTS``.
+_LINTER_COMMENTS = (re.compile(r"^noqa$"),)
 SEED_DOC = "the random seed for this experiment"
 
 
@@ -197,7 +198,9 @@ def _names(target: ast.expr) -> list[ast.Name]:
 
 
 def _ignored(comment: str) -> bool:
-    return any(pattern.match(comment) for pattern in _IGNORED_COMMENTS)
+    if any(pattern.match(comment) for pattern in _LINTER_COMMENTS):
+        return True
+    return any(re.match(pattern, comment) for pattern in SETTINGS.CONFIG.IGNORED_COMMENTS)
 
 
 def _doc_for(index: int, lines: list[str]) -> str | None:

@@ -16,7 +16,6 @@ import typing as _typing
 from prefect_sacred._lazy import lazy_attributes as _lazy_attributes
 
 if _typing.TYPE_CHECKING:
-    from prefect_sacred.core.capture import apply_backspaces_and_linefeeds
     from prefect_sacred.core.fanout import ObserverError, ObserverFanout
     from prefect_sacred.core.heartbeat import Heartbeat
     from prefect_sacred.core.journal import JournalLocked, RunJournal
@@ -31,7 +30,6 @@ __all__ = [
     "Run",
     "RunJournal",
     "SyncReport",
-    "apply_backspaces_and_linefeeds",
     "current_run",
     "sync_journal",
 ]
@@ -39,7 +37,6 @@ __all__ = [
 __getattr__, __dir__ = _lazy_attributes(
     __name__,
     {
-        "apply_backspaces_and_linefeeds": "prefect_sacred.core.capture",
         "ObserverError": "prefect_sacred.core.fanout",
         "ObserverFanout": "prefect_sacred.core.fanout",
         "Heartbeat": "prefect_sacred.core.heartbeat",

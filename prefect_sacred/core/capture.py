@@ -29,7 +29,6 @@ __all__ = [
     "USER_RECORD",
     "Capture",
     "UserLog",
-    "apply_backspaces_and_linefeeds",
     "start_capture",
 ]
 
@@ -361,34 +360,3 @@ class _SysCapture:
                     stream = getattr(sys, name)
                     if isinstance(stream, _Tee):
                         setattr(sys, name, stream._stream)
-
-
-def apply_backspaces_and_linefeeds(text: str) -> str:
-    """Render ``\\r`` and ``\\b`` the way a terminal shows them, line by line.
-
-    Progress bars that redraw a line with ``\\r`` are stored as their final state. A ``\\r`` that
-    ends the text is kept, so the next chunk of output can still overwrite that line. Use it as
-    ``ex.captured_out_filter = apply_backspaces_and_linefeeds``.
-    """
-    lines = text.split("\n")
-    rendered = []
-    last_line = len(lines) - 1
-    for index, line in enumerate(lines):
-        chars: list[str] = []
-        cursor = 0
-        for position, char in enumerate(line):
-            if char == "\r" and not (index == last_line and position == len(line) - 1):
-                cursor = 0
-                continue
-            if char == "\b":
-                cursor = max(0, cursor - 1)
-                continue
-            if char == "\r":  # the trailing one: keep it at the end of the line
-                cursor = len(chars)
-            if cursor < len(chars):
-                chars[cursor] = char
-            else:
-                chars.append(char)
-            cursor += 1
-        rendered.append("".join(chars))
-    return "\n".join(rendered)

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from prefect_sacred.settings import SETTINGS
 from prefect_sacred.utils import md5_of_file, redact
 
 __all__ = ["gather_experiment_info", "gather_host_info"]
@@ -29,18 +30,17 @@ def gather_experiment_info(
     """Sacred's ``ex_info``: name, base_dir, sources, dependencies, repositories, mainfile.
 
     ``ingredients`` (the experiment and its ingredients) give the modules whose imports are the
-    dependencies, and the files and packages added with ``add_source_file`` and
-    ``add_package_dependency``.
+    dependencies, the files and packages added with ``add_source_file`` and
+    ``add_package_dependency``, and, as in Sacred, each one's own file and the modules loaded
+    from its directory (an ingredient defined outside the experiment's directory included).
+    ``SETTINGS.DISCOVER_SOURCES`` and ``SETTINGS.DISCOVER_DEPENDENCIES`` choose how, as in Sacred.
     """
-    source_paths = set(_local_source_files(base_dir, mainfile))
-    dependencies: dict[str, str | None] = {}
-    for ingredient in ingredients:
-        source_paths |= set(getattr(ingredient, "extra_sources", ()))
-        for top in _imported_tops(ingredient.imported_modules(), base_dir):
-            dependencies.update(_distributions_of(top))
+    source_paths = _source_files(base_dir, mainfile, ingredients)
+    dependencies = _dependencies(base_dir, ingredients)
     if importlib.util.find_spec("numpy") is not None:  # Sacred always records it: it seeds it
         dependencies.update(_distributions_of("numpy"))
     for ingredient in ingredients:
+        source_paths |= set(getattr(ingredient, "extra_sources", ()))
         for package, version in getattr(ingredient, "extra_dependencies", {}).items():
             dependencies[package] = version or _version(package)
     sources = [(os.path.relpath(path, base_dir), md5_of_file(path)) for path in sorted(source_paths)]
@@ -56,6 +56,48 @@ def gather_experiment_info(
         "repositories": _repositories(sorted(source_paths)) if keep_git else [],
         "mainfile": os.path.relpath(mainfile, base_dir) if mainfile else None,
     }
+
+
+def _source_files(base_dir: str, mainfile: str | None, ingredients: Sequence[Any]) -> set[str]:
+    """The sources ``SETTINGS.DISCOVER_SOURCES`` asks for, of the experiment and each ingredient."""
+    strategy = SETTINGS.DISCOVER_SOURCES
+    places = {(base_dir, mainfile)}
+    for ingredient in ingredients:
+        if getattr(ingredient, "mainfile", None):
+            places.add((ingredient.base_dir, ingredient.mainfile))
+    found: set[str] = {path for _, path in places if path and os.path.isfile(path)}
+    if strategy == "none":
+        return found
+    if strategy == "dir":
+        for directory, _ in places:
+            found |= set(_python_files_under(directory))
+        return found
+    # "imported" and "sys": the modules loaded from under each place's directory.
+    loaded = _loaded_module_files()
+    for directory, _ in places:
+        found |= set(_local_source_files(directory, loaded))
+    return found
+
+
+def _dependencies(base_dir: str, ingredients: Sequence[Any]) -> dict[str, str | None]:
+    """The packages ``SETTINGS.DISCOVER_DEPENDENCIES`` asks for, by distribution, with versions."""
+    strategy = SETTINGS.DISCOVER_DEPENDENCIES
+    dependencies: dict[str, str | None] = {}
+    if strategy == "pkg":  # every installed distribution
+        for distribution in importlib.metadata.distributions():
+            project = distribution.metadata["Name"]
+            if project:
+                dependencies[project] = distribution.version
+        return dependencies
+    if strategy == "none":
+        return dependencies
+    if strategy == "sys":
+        modules = {name for name in list(sys.modules) if not name.startswith("_")}
+    else:
+        modules = set().union(*(ingredient.imported_modules() for ingredient in ingredients))
+    for top in _imported_tops(modules, base_dir):
+        dependencies.update(_distributions_of(top))
+    return dependencies
 
 
 def _imported_tops(module_names: set[str], base_dir: str) -> set[str]:
@@ -99,17 +141,21 @@ def _version(distribution: str) -> str | None:
         return None
 
 
-def _local_source_files(base_dir: str, mainfile: str | None) -> list[str]:
-    """The main file plus every imported module that lives under ``base_dir``."""
-    base = Path(base_dir).resolve()
-    found: set[Path] = set()
-    if mainfile and os.path.isfile(mainfile):
-        found.add(Path(mainfile).resolve())
+def _loaded_module_files() -> list[Path]:
+    """The file of every loaded Python module, resolved."""
+    paths = []
     for module in list(sys.modules.values()):
         filename = getattr(module, "__file__", None)
-        if not filename or not filename.endswith((".py", ".pyx")):
-            continue
-        path = Path(filename).resolve()
+        if filename and filename.endswith((".py", ".pyx")):
+            paths.append(Path(filename).resolve())
+    return paths
+
+
+def _local_source_files(base_dir: str, loaded: list[Path]) -> list[str]:
+    """The loaded modules that live under ``base_dir`` (installed packages inside it excepted)."""
+    base = Path(base_dir).resolve()
+    found: set[Path] = set()
+    for path in loaded:
         if not path.is_relative_to(base):
             continue
         parts = path.relative_to(base).parts
@@ -118,6 +164,20 @@ def _local_source_files(base_dir: str, mainfile: str | None) -> list[str]:
             continue
         found.add(path)
     return sorted(str(path) for path in found if path.is_file())
+
+
+_NOT_SOURCES = {"site-packages", "dist-packages", "__pycache__", "node_modules"}
+
+
+def _python_files_under(directory: str) -> list[str]:
+    """Every ``.py`` file below ``directory`` (Sacred's ``dir`` discovery), hidden folders skipped."""
+    found = []
+    for root, folders, files in os.walk(directory):
+        folders[:] = [
+            f for f in folders if not f.startswith(".") and f not in {"site-packages", "__pycache__"}
+        ]
+        found += [os.path.join(root, name) for name in files if name.endswith(".py")]
+    return sorted(str(Path(path).resolve()) for path in found)
 
 
 # Installed distributions do not change while a process runs; scanning them costs ~0.3 s.
@@ -147,27 +207,27 @@ def _repositories(source_paths: list[str]) -> list[dict[str, Any]]:
     return list(repositories.values())
 
 
-@functools.cache
-def _static_host_info() -> dict[str, Any]:
+def gather_host_info(captured_env: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Sacred's ``host_info``, with ``ENV`` holding the chosen environment variables.
+
+    ``SETTINGS.HOST_INFO`` decides, as in Sacred, whether the CPU and GPUs are recorded and
+    which environment variables every run records besides ``captured_env``.
+    """
     info: dict[str, Any] = {
         "hostname": socket.gethostname(),
         "os": [platform.system(), platform.platform()],
         "python_version": platform.python_version(),
-        "cpu": _cpu_name(),
     }
-    gpus = _gpus()
-    if gpus is not None:
+    if SETTINGS.HOST_INFO.INCLUDE_CPU_INFO:
+        info["cpu"] = _cpu_name()
+    if SETTINGS.HOST_INFO.INCLUDE_GPU_INFO and (gpus := _gpus()) is not None:
         info["gpus"] = gpus
+    names = dict.fromkeys([*SETTINGS.HOST_INFO.CAPTURED_ENV, *captured_env])
+    info["ENV"] = {name: os.environ[name] for name in names if name in os.environ}
     return info
 
 
-def gather_host_info(captured_env: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Sacred's ``host_info``, with ``ENV`` holding the chosen environment variables."""
-    info = dict(_static_host_info())
-    info["ENV"] = {name: os.environ[name] for name in captured_env if name in os.environ}
-    return info
-
-
+@functools.cache  # the machine does not change while a process runs
 def _cpu_name() -> str:
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as handle:
@@ -179,6 +239,7 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+@functools.cache
 def _gpus() -> dict[str, Any] | None:
     try:
         done = subprocess.run(

@@ -17,9 +17,9 @@ import typing as _typing
 from prefect_sacred._lazy import lazy_attributes as _lazy_attributes
 
 if _typing.TYPE_CHECKING:
-    from prefect_sacred.core.capture import apply_backspaces_and_linefeeds
     from prefect_sacred.core.run import ObserverError, Run, current_run
     from prefect_sacred.flows.options import UsageError
+    from prefect_sacred.utils import apply_backspaces_and_linefeeds
 
 __all__ = [
     "Experiment",
@@ -34,7 +34,7 @@ __all__ = [
 __getattr__, __dir__ = _lazy_attributes(
     __name__,
     {
-        "apply_backspaces_and_linefeeds": "prefect_sacred.core.capture",
+        "apply_backspaces_and_linefeeds": "prefect_sacred.utils",
         "UsageError": "prefect_sacred.flows.options",
         "Experiment": "prefect_sacred.experiment",
         "observing": "prefect_sacred.experiment",

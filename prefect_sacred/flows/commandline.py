@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from prefect_sacred.flows.options import RUN_OPTIONS, UsageError
 from prefect_sacred.observers.registry import observer_options
+from prefect_sacred.settings import SETTINGS
 
 if TYPE_CHECKING:
     from prefect_sacred.flows.experiment_like import ExperimentLike
@@ -121,7 +122,11 @@ def parse_command_line(
 
 
 def parse_value(text: str) -> Any:
-    """A Python or JSON literal; anything else is taken as a plain string, as Sacred does."""
+    """A Python or JSON literal; anything else is taken as a plain string, as Sacred does.
+
+    Raises:
+        UsageError: not a literal, with ``SETTINGS.COMMAND_LINE.STRICT_PARSING`` on.
+    """
     try:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError, MemoryError, RecursionError):
@@ -129,6 +134,11 @@ def parse_value(text: str) -> Any:
     try:
         return json.loads(text)
     except ValueError:
+        if SETTINGS.COMMAND_LINE.STRICT_PARSING:
+            raise UsageError(
+                f"{text!r} is not a Python or JSON literal (SETTINGS.COMMAND_LINE.STRICT_PARSING is on: "
+                "quote a string, e.g. 'name=\"value\"')"
+            ) from None
         return text
 
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import copy
-import random
-import sys
 import threading
 import typing
 from collections.abc import Iterator
@@ -14,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from prefect_sacred.config.assemble import Assembled
-from prefect_sacred.config.captured import binding_scope, reset_bindings
+from prefect_sacred.config.captured import binding_scope, reset_bindings, set_global_seed
 from prefect_sacred.config.ingredient import Ingredient
 from prefect_sacred.core.capture import UserLog
 from prefect_sacred.core.run import Run, format_fail_trace
@@ -40,7 +38,6 @@ __all__ = [
     "differs",
     "observing",
     "return_observers",
-    "seed_generators",
     "sorted_ingredients",
 ]
 
@@ -155,17 +152,6 @@ def return_observers(run: Run) -> None:
             _busy_observers.discard(id(observer))
 
 
-def seed_generators(seed: int) -> None:
-    """Seed ``random``, ``numpy`` and ``torch`` (those imported) with the run's seed, as Sacred does."""
-    random.seed(seed)
-    numpy = sys.modules.get("numpy")
-    if numpy is not None:
-        numpy.random.seed(seed % 2**32)
-    torch = sys.modules.get("torch")
-    if torch is not None and hasattr(torch, "manual_seed"):
-        torch.manual_seed(seed)
-
-
 def build_meta(
     flow_run: FlowRun, options: RunOptions, request: RunRequest | None, prepared: Prepared
 ) -> dict[str, Any]:
@@ -203,7 +189,7 @@ def call_command(root: Ingredient, run: Any, assembled: Assembled, command: str)
     ``run`` is a :class:`Run` (its ``_run``, its end time and fail trace are set here) or an
     unobserved command's stand-in.
     """
-    seed_generators(assembled.seed)
+    set_global_seed(assembled.seed)
     bindings = assembled.bindings(run, root.logger if root.logger is not None else UserLog(run.logger, {}))
     function = dict(root.gather_commands())[command]
     hooks = [hook for ingredient in sorted_ingredients(root) for hook in ingredient.pre_run_hooks]

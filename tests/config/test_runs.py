@@ -87,7 +87,7 @@ def test_every_default_of_the_form_is_valid_for_its_own_schema() -> None:
     ex = greeting()
     ex.add_config(optional=None, nested={"a": [1, 2]}, flag=True)
     schema = ex.flow.parameters.model_dump()
-    for name, prop in schema["properties"].items():
+    for prop in schema["properties"].values():
         jsonschema.validate(prop["default"], prop)  # raises naming the parameter's problem
     jsonschema.validate({name: prop["default"] for name, prop in schema["properties"].items()}, schema)
 
@@ -98,8 +98,8 @@ def test_a_docstring_in_a_config_scope_is_an_entry_and_the_forms_description_not
     @ex.config
     def cfg() -> None:
         """Trains the model on the toy data."""
-        lr = 0.1  # noqa: F841
-        _private = 3  # noqa: F841  (Sacred keeps it; Prefect's form cannot have it)
+        lr = 0.1
+        _private = 3
 
     @ex.main
     def train(lr: float, _config: dict[str, Any]) -> float:

@@ -21,12 +21,12 @@ from typing import Any
 import pytest
 
 from prefect_sacred import FileStorageObserver, InvalidArtifactName
-from prefect_sacred.core.capture import apply_backspaces_and_linefeeds
 from prefect_sacred.core.metrics import linearize_metrics
 from prefect_sacred.observers import file_storage, files, metrics_log
 from prefect_sacred.observers.base import OutputDelta
 from prefect_sacred.observers.files import RewriteSchedule
 from prefect_sacred.observers.metrics_log import MetricsLog
+from prefect_sacred.utils import apply_backspaces_and_linefeeds
 
 T1 = dt.datetime(1999, 5, 4, 3, 2, 1)  # microsecond == 0: Sacred's isoformat() would drop ".000000"
 T2 = dt.datetime(1999, 5, 5, 5, 5, 5, 12345)
