@@ -111,9 +111,11 @@ class Hosts:
     def record(self, run_id: int) -> dict[str, Any]:
         return dict(json.loads((self.runs / str(run_id) / "run.json").read_text()))
 
-    def wait_status(self, run_id: int, status: str, timeout: float = 30) -> dict[str, Any]:
+    def wait_status(self, run_id: int, status: str, timeout: float = 120) -> dict[str, Any]:
         """The run's file record once both backends show ``status``: each observer is delivered
-        to by its own worker, so the file record can be ahead of the SQL row."""
+        to by its own worker, so the file record can be ahead of the SQL row. The bound is far
+        past the silence limit: on a loaded machine the watcher's own loop can stall, and a
+        stalled watcher rightly counts no silence while it heard nothing."""
         return wait_for(
             lambda: (
                 (record := self.record(run_id))["status"] == status
