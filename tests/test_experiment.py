@@ -334,6 +334,47 @@ def test_capture_mode_no_records_no_output() -> None:
     assert observer.run["status"] == "COMPLETED"
 
 
+class _NoneReturningWrapper:
+    """Like tqdm's DummyTqdmFile or hyperopt's redirection: write() returns None."""
+
+    def __init__(self, file: Any, expose_file: bool) -> None:
+        if expose_file:
+            self.file = file
+        self._target = file
+        self.encoding = "utf-8"
+
+    def write(self, text: str) -> None:
+        self._target.write(text)
+
+    def flush(self) -> None:
+        self._target.flush()
+
+
+@pytest.mark.parametrize("capture", ["fd", "sys"])
+@pytest.mark.parametrize("expose_file", [True, False], ids=["tqdm-like", "opaque"])
+def test_a_stdout_wrapper_whose_write_returns_none_is_captured_and_the_run_completes(
+    capture: str, expose_file: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    observer = InMemoryObserver()
+    ex = Experiment("wrapped")
+    ex.observers.append(observer)
+
+    @ex.main
+    def main() -> int:
+        print("through the wrapper")
+        return 1
+
+    monkeypatch.setattr(sys, "stdout", _NoneReturningWrapper(sys.stdout, expose_file))
+    run = ex.run(options={"-C": capture})
+    assert run.status == "COMPLETED"
+    if expose_file or capture == "sys":  # a wrapper that hides its file may be caught twice in fd mode
+        assert observer.run["captured_out"] == "through the wrapper\n"
+    else:
+        assert "through the wrapper\n" in observer.run["captured_out"]
+
+
 def test_a_subprocess_outliving_the_run_neither_hangs_it_nor_loses_output() -> None:
     import os
     import subprocess

@@ -255,11 +255,23 @@ def _unread(fd: int) -> int:
     return count
 
 
-def _writes_to_fd(stream: Any, fd: int) -> bool:
+#: Where stream wrappers keep the stream they write to (tqdm's ``DummyTqdmFile.file``...).
+_WRAPPED = ("file", "stream", "_stream", "_wrapped", "__wrapped__", "wrapped")
+
+
+def _writes_to_fd(stream: Any, fd: int, depth: int = 3) -> bool:
+    """Whether ``stream`` (or the stream a wrapper around it writes to) is descriptor ``fd``."""
     try:
         return bool(stream.fileno() == fd)
     except Exception:  # io.UnsupportedOperation, or no fileno at all
+        pass
+    if depth == 0:
         return False
+    for name in _WRAPPED:
+        inner = getattr(stream, name, None) if name in getattr(stream, "__dict__", {}) else None
+        if inner is not None and inner is not stream and _writes_to_fd(inner, fd, depth - 1):
+            return True
+    return False
 
 
 class _BufferTee:
@@ -271,7 +283,9 @@ class _BufferTee:
 
     def write(self, text: str) -> int:
         self._append(text)
-        return int(self._stream.write(text))
+        written = self._stream.write(text)
+        # Wrappers (tqdm's, hyperopt's) return None: what they took is the whole text.
+        return len(text) if written is None else int(written)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)
@@ -292,7 +306,8 @@ class _Tee:
         sink = _sys_sink.get() or _orphan_sink()
         if sink is not None:
             sink._append(text)
-        return self._stream.write(text)
+        written = self._stream.write(text)
+        return len(text) if written is None else int(written)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)
