@@ -13,7 +13,7 @@ from typing import IO, Any
 
 from prefect import Flow
 
-from prefect_sacred.config.assemble import Assembled, ConfigError, assemble
+from prefect_sacred.config.assemble import Assembled, ConfigError, assemble, silent_log
 from prefect_sacred.config.captured import CapturedFunction
 from prefect_sacred.config.ingredient import Ingredient
 from prefect_sacred.config.paths import nest
@@ -36,9 +36,9 @@ from prefect_sacred.flows.commandline import (
 )
 from prefect_sacred.flows.flow_runs import create_run, deployment_observers
 from prefect_sacred.flows.lifecycle import RunLifecycle
-from prefect_sacred.flows.options import UsageError, resolve_options
-from prefect_sacred.flows.parameters import build_flow, flow_signature
-from prefect_sacred.flows.queued import QueuedRun, queue_options, queue_run
+from prefect_sacred.flows.options import UsageError, resolve_options, sacred_options
+from prefect_sacred.flows.parameters import build_flow, check_main_values, flow_signature, main_parameters
+from prefect_sacred.flows.queued import queue_from_commandline, queue_options, queue_run
 from prefect_sacred.flows.starting import (
     CommandRun,
     Prepared,
@@ -145,6 +145,8 @@ class Experiment(Ingredient):
         self._main_defaults: dict[str, Any] = {}
         self._main_annotations: dict[str, Any] = {}
         self._prepared: dict[Any, Prepared] = {}
+        #: Functions called with the options before each run (:meth:`option_hook`).
+        self.option_hooks: list[Callable[..., Any]] = []
         rebuild = rebuild_with_prefect_ui(self._observers_for_deployment)
         self._lifecycle = RunLifecycle(self._create_run, rebuild)
         #: The run this experiment started most recently in this process (also when it failed).
@@ -203,24 +205,7 @@ class Experiment(Ingredient):
         """
         if function is None:
             return lambda fn: self.main(fn, **flow_options)
-        try:
-            hints = typing.get_type_hints(function)
-        except Exception:  # unresolvable forward references: fall back to the raw annotations
-            hints = {}
-        defaults: dict[str, Any] = {}
-        annotations: dict[str, Any] = {}
-        for parameter in inspect.signature(function).parameters.values():
-            if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
-                raise TypeError(f"{function.__name__}: *args and **kwargs cannot be config parameters")
-            if parameter.name in SPECIAL_ARGUMENTS:
-                continue
-            if parameter.name.startswith("_"):
-                raise TypeError(f"{function.__name__}: unknown special argument {parameter.name!r}")
-            if parameter.default is not parameter.empty:
-                defaults[parameter.name] = parameter.default
-            annotation = hints.get(parameter.name, parameter.annotation)
-            if annotation is not parameter.empty:
-                annotations[parameter.name] = annotation
+        defaults, annotations = main_parameters(function, SPECIAL_ARGUMENTS)
         self._main = self.command(function)
         self.default_command = self._main.__name__
         self._main_defaults, self._main_annotations = defaults, annotations
@@ -231,13 +216,15 @@ class Experiment(Ingredient):
         return self._flow
 
     def automain(self, function: Callable[..., Any] | None = None, **flow_options: Any) -> Any:
-        """Like :meth:`main`, and when the defining module is run as a script, run the command line."""
+        """Like :meth:`main`, and when the defining module is run as a script, run the command line.
+
+        As in Sacred, the script goes on after the run (a failed run exits with status 1).
+        """
         if function is None:
             return lambda fn: self.automain(fn, **flow_options)
         built = self.main(function, **flow_options)
         if function.__module__ == "__main__":
             self.run_commandline()
-            sys.exit(0)
         return built
 
     @property
@@ -296,7 +283,7 @@ class Experiment(Ingredient):
     def _build_flow(self, existing: Flow[Any, Any] | None = None) -> Flow[Any, Any]:
         assert self._main is not None
         try:
-            defaults = self.assemble(force=True, log=logging.getLogger("prefect_sacred.silent"))
+            defaults = self.assemble(force=True, log=silent_log())
             config, docs = dict(defaults.config), defaults.mods.docs
         except Exception as exc:  # the form shows what it can; the run reports the error
             logger.warning("experiment %r: its config cannot be evaluated yet: %s", self.name, exc)
@@ -396,7 +383,7 @@ class Experiment(Ingredient):
         """
         if isinstance(command_name, dict):  # the earlier signature: run(config_updates, options)
             command_name, config_updates, options = None, command_name, options or config_updates
-        resolved = resolve_options(options)
+        resolved = resolve_options(self._hooked(options))
         command = self._command_name(command_name)
         assembled = self.assemble(config_updates, named_configs, command, force=resolved.force)
         self._check_values(assembled, command)
@@ -415,7 +402,7 @@ class Experiment(Ingredient):
         Raises:
             UsageError: the flow has no deployment, or the config or options are malformed.
         """
-        resolved = queue_options(options)
+        resolved = queue_options(self._hooked(options))
         command = self._command_name(None)
         assembled = self.assemble(config_updates, (), command, force=resolved.force)
         self._check_values(assembled, command)
@@ -447,30 +434,17 @@ class Experiment(Ingredient):
         return command_name
 
     def _check_values(self, assembled: Assembled, command: str | None = None) -> None:
-        """Prefect's validation of the main function's own typed parameters."""
-        typed = {key: assembled.config[key] for key in self._main_annotations if key in assembled.config}
+        """Values for every argument of the main function, checked against its annotations."""
         runs_main = self._main is not None and command in (None, self.default_command)
-        missing = [
-            name
-            for name in (self._main.arguments if self._main is not None and runs_main else [])
-            if name not in SPECIAL_ARGUMENTS
-            and name not in assembled.config
-            and name not in self._main_defaults
-        ]
-        if missing:
-            raise UsageError(f"missing value for config parameter(s): {', '.join(missing)}")
-        if not typed or self._flow is None or not self._flow.should_validate_parameters:
-            return
-        from pydantic import TypeAdapter, ValidationError
-
-        for key, value in typed.items():
-            try:
-                assembled.config[key] = TypeAdapter(self._main_annotations[key]).validate_python(value)
-            except ValidationError as exc:
-                reason = exc.errors()[0].get("msg", "invalid value")
-                raise UsageError(f"config parameter {key!r}: {reason} (got {value!r})") from None
-            except Exception:  # an annotation pydantic cannot check is left to the function
-                continue
+        check_main_values(
+            assembled.config,
+            self._main.arguments if self._main is not None and runs_main else [],
+            SPECIAL_ARGUMENTS,
+            self._main_defaults,
+            self._main_annotations
+            if self._flow is not None and self._flow.should_validate_parameters
+            else {},
+        )
 
     def _run(self, request: RunRequest) -> Run:
         if request.command in self._unobserved():
@@ -510,11 +484,37 @@ class Experiment(Ingredient):
         return run
 
     def option_hook(self, function: Callable[..., Any]) -> Any:
-        """Sacred's option hooks are not supported (raises, saying what to do instead)."""
-        raise Unsupported(
-            "Sacred's ex.option_hook is not supported: pass options to ex.run(options={...}) "
-            "or read them from _run.meta_info['options']"
-        )
+        """Decorator: ``function(options)`` is called before each run started by ``ex.run``, the
+        command line or ``ex.queue``, with Sacred's options (every flag by its long name, None or
+        False when not given); what it changes in the ``--`` flags takes effect, as in Sacred.
+
+        Raises:
+            KeyError: the function has no argument named ``options`` (Sacred's message).
+        """
+        if "options" not in inspect.signature(function).parameters:
+            raise KeyError(
+                "option_hook functions must have an argument called 'options', but got "
+                f"{list(inspect.signature(function).parameters)}"
+            )
+        self.option_hooks.append(function)
+        return function
+
+    def _hooked(self, options: dict[str, Any] | None) -> dict[str, Any] | None:
+        """``options`` as the option hooks leave them."""
+        if not self.option_hooks:
+            return options
+        full = sacred_options(dict(options or {}))
+        for hook in self.option_hooks:
+            hook(options=full)
+        return {key: value for key, value in full.items() if key.startswith("-")}
+
+    @property
+    def current_run(self) -> Run | None:
+        """The run live in this context, else the last run this experiment started (Sacred's)."""
+        try:
+            return current_run()
+        except RuntimeError:
+            return self.last_run
 
     def get_experiment_info(self) -> dict[str, Any]:
         """Sacred's name for :meth:`experiment_info`."""
@@ -544,7 +544,7 @@ class Experiment(Ingredient):
             if parsed.command == "help":
                 print_help(self, parsed.help_target)
                 raise SystemExit(0)
-            options = resolve_options(parsed.options)
+            options = resolve_options(self._hooked(parsed.options))
             command = self._command_name(parsed.command)
             assembled = self.assemble(parsed.updates, parsed.named_configs, command, force=options.force)
             self._check_values(assembled, command)
@@ -560,7 +560,7 @@ class Experiment(Ingredient):
             print(format_config(assembled.config, assembled.mods))
         request = RunRequest(options, nest(parsed.updates), assembled, command, option_words=parsed.words)
         if options.queue:
-            return _queue_from_commandline(self, request, prog)  # type: ignore[return-value]
+            return queue_from_commandline(self, request, prog)  # type: ignore[return-value]
         try:
             run = self._run(request)
         except Exception as exc:
@@ -583,17 +583,3 @@ class Experiment(Ingredient):
 
     def _create_run(self, flow_run: FlowRun) -> Run:
         return create_run(self, flow_run)
-
-
-def _queue_from_commandline(ex: Experiment, request: RunRequest, prog: str) -> QueuedRun:
-    """``-q/--queue``: create the flow run, record it QUEUED, and say where."""
-    try:
-        queued = queue_run(ex, request)
-    except UsageError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
-    flow_run = f"{queued.flow_run_name} ({queued.flow_run_id})"
-    print(f"Queued run {queued._id} as flow run {flow_run} of {queued.deployment}")
-    for name, where in queued.locations():
-        print(f"Run {queued._id} (QUEUED) stored by {name}: {where}")
-    return queued

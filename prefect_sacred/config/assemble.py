@@ -56,10 +56,12 @@ class _Scaffold:
     seed: int | None = None
     rnd: Any = None
     mods: ConfigSummary = field(default_factory=ConfigSummary)
+    #: What its config scopes get as ``_log`` (Sacred's ``experiment_name.ingredient_path``).
+    logger: Any = None
 
     def gather_fallbacks(self) -> None:
-        # The configs of its ingredients, readable (not writable) from its scopes.
-        self.fallback = {}
+        # The configs of its ingredients, readable (not writable) from its scopes, and _log.
+        self.fallback = {"_log": self.logger}
         for path, sub in self.subrunners.items():
             relative = path[len(self.path) :].strip(".") if self.path and is_prefix(self.path, path) else path
             set_by_path(self.fallback, relative, sub.config)
@@ -175,13 +177,36 @@ class Assembled:
             rnd = create_rnd(seed) if randomness and seed is not None else None
             for function in scaffold.ingredient.captured_functions:
                 function_rnd = create_rnd(get_seed(rnd)) if rnd is not None else None
-                bindings[id(function)] = Binding(
+                bindings[id(function)] = function.last_binding = Binding(
                     config=get_by_path(fixture, function.prefix, {}),
                     run=run,
                     logger=_child(root_logger, scaffold.path, function.__name__),
                     rnd=function_rnd,
                 )
         return bindings
+
+
+def silent_log() -> logging.Logger:
+    """A logger that says nothing: for a config only looked at (the flow's form, ``--help``)."""
+    silent = logging.getLogger("prefect_sacred.silent")
+    if not silent.handlers:
+        silent.addHandler(logging.NullHandler())
+        silent.propagate = False
+        silent.setLevel(logging.CRITICAL + 1)
+    return silent
+
+
+def _scope_logger(
+    root: Ingredient, path: str, given: logging.Logger | logging.LoggerAdapter[Any] | None
+) -> logging.Logger | logging.LoggerAdapter[Any]:
+    """The ``_log`` of a config scope: the logger given to :func:`assemble` (a silent one when the
+    config is only looked at), else the experiment's (or one of its name), per ingredient."""
+    base: logging.Logger | logging.LoggerAdapter[Any]
+    if given is not None:
+        base = given
+    else:
+        base = root.logger if root.logger is not None else logging.getLogger(str(root.path) or "experiment")
+    return base.getChild(path) if path and isinstance(base, logging.Logger) else base
 
 
 def _child(
@@ -234,7 +259,7 @@ def assemble(
     Raises:
         ConfigError: an unknown named config, or an entry nothing defines or reads.
     """
-    log = log or logger
+    given_log, log = log, log or logger
     ingredients = _topological(root)
     scaffolds: dict[str, _Scaffold] = {}
     built: dict[int, _Scaffold] = {}
@@ -248,6 +273,7 @@ def assemble(
             else list(ingredient.configurations),
             subrunners={built[id(sub)].path: built[id(sub)] for sub in ingredient.ingredients},
             generate_seed=is_root,
+            logger=_scope_logger(root, "" if is_root else str(ingredient.path), given_log),
         )
         if scaffold.path in scaffolds:
             raise ConfigError(f"two ingredients share the path {scaffold.path!r}")

@@ -126,6 +126,13 @@ class CapturedFunction:
         }
         self.has_kwargs = any(parameter.kind is inspect.Parameter.VAR_KEYWORD for parameter in parameters)
         self.uses_randomness = "_seed" in self.arguments or "_rnd" in self.arguments
+        #: The binding of the last run it was bound to: called after that run, outside any,
+        #: it still gets that run's config (Sacred keeps it too).
+        self.last_binding: Binding | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Pickled with served experiments: a past run's binding (its Run) stays behind.
+        return {**self.__dict__, "last_binding": None}
 
     def __get__(self, instance: Any, owner: Any = None) -> Any:
         if instance is None:
@@ -136,7 +143,7 @@ class CapturedFunction:
         return self._call(*args, **kwargs)
 
     def _call(self, *args: Any, **kwargs: Any) -> Any:
-        binding = (_bindings.get() or {}).get(id(self))
+        binding = (_bindings.get() or {}).get(id(self)) or self.last_binding
         free = [name for name in self.arguments[len(args) :] if name not in kwargs]
         if binding is not None:
             options: dict[str, Any] = dict(binding.config)

@@ -22,6 +22,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from prefect_sacred.config.assemble import silent_log
 from prefect_sacred.flows.options import RUN_OPTIONS, UsageError
 from prefect_sacred.observers.registry import observer_options
 from prefect_sacred.settings import SETTINGS
@@ -154,7 +155,7 @@ def apply_loglevel(ex: ExperimentLike, loglevel: str) -> None:
 def config_help(ex: ExperimentLike) -> str:
     lines = ["config (set with 'with KEY=VALUE'):"]
     try:
-        assembled = ex.assemble(force=True, log=logging.getLogger("prefect_sacred.silent"))
+        assembled = ex.assemble(force=True, log=silent_log())
     except UsageError as exc:
         return f"config: cannot be evaluated: {exc}"
     for key, value in assembled.config.items():

@@ -132,7 +132,7 @@ def create_run(ex: ExperimentLike, flow_run: FlowRun) -> Run:
         command=prepared.command,
         observers=with_prefect_ui(borrow_observers(observers), enabled=not options.unobserved),
         beat_interval=options.beat_interval if options.beat_interval is not None else ex.beat_interval,
-        capture_mode=(options.capture or ex.capture_mode) if observers else "no",
+        capture_mode=options.capture or ex.capture_mode,  # run.captured_out, observed or not
         captured_out_filter=ex.captured_out_filter,
         _id=options.id if request is not None else _queued_id(flow_run),
         join_timeout=ex.join_timeout,

@@ -11,10 +11,13 @@ from __future__ import annotations
 import inspect
 import keyword
 import logging
-from collections.abc import Callable, Mapping
+import typing
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import WithJsonSchema
+
+from prefect_sacred.flows.options import UsageError
 
 if TYPE_CHECKING:
     from prefect import Flow
@@ -165,3 +168,65 @@ def build_flow(
         "experiment %r: Prefect cannot validate these config parameters; running unvalidated", name
     )
     return Flow(body, **{**options, "validate_parameters": False})
+
+
+def main_parameters(
+    function: Callable[..., Any], special: Sequence[str]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The defaults and the annotations of the main function's config parameters.
+
+    Raises:
+        TypeError: ``*args``/``**kwargs``, or an unknown special argument (``_name``).
+    """
+    try:
+        hints = typing.get_type_hints(function)
+    except Exception:  # unresolvable forward references: fall back to the raw annotations
+        hints = {}
+    defaults: dict[str, Any] = {}
+    annotations: dict[str, Any] = {}
+    for parameter in inspect.signature(function).parameters.values():
+        if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+            raise TypeError(f"{function.__name__}: *args and **kwargs cannot be config parameters")
+        if parameter.name in special:
+            continue
+        if parameter.name.startswith("_"):
+            raise TypeError(f"{function.__name__}: unknown special argument {parameter.name!r}")
+        if parameter.default is not parameter.empty:
+            defaults[parameter.name] = parameter.default
+        annotation = hints.get(parameter.name, parameter.annotation)
+        if annotation is not parameter.empty:
+            annotations[parameter.name] = annotation
+    return defaults, annotations
+
+
+def check_main_values(
+    config: dict[str, Any],
+    arguments: Sequence[str],
+    special: Sequence[str],
+    defaults: Mapping[str, Any],
+    annotations: Mapping[str, Any],
+) -> None:
+    """Prefect's validation of the main function's typed parameters, in ``config`` (converted there).
+
+    Raises:
+        UsageError: an argument without a value, or a value its annotation refuses.
+    """
+
+    missing = [
+        name for name in arguments if name not in special and name not in config and name not in defaults
+    ]
+    if missing:
+        raise UsageError(f"missing value for config parameter(s): {', '.join(missing)}")
+    typed = {key: config[key] for key in annotations if key in config}
+    if not typed:
+        return
+    from pydantic import TypeAdapter, ValidationError
+
+    for key, value in typed.items():
+        try:
+            config[key] = TypeAdapter(annotations[key]).validate_python(value)
+        except ValidationError as exc:
+            reason = exc.errors()[0].get("msg", "invalid value")
+            raise UsageError(f"config parameter {key!r}: {reason} (got {value!r})") from None
+        except Exception:  # an annotation pydantic cannot check is left to the function
+            continue

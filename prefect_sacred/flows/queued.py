@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import typing
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,7 +31,14 @@ if typing.TYPE_CHECKING:
     from prefect_sacred.flows.experiment_like import ExperimentLike
     from prefect_sacred.observers.base import ObserverLike
 
-__all__ = ["QueuedRun", "find_deployment", "queue_options", "queue_run", "record_queued"]
+__all__ = [
+    "QueuedRun",
+    "find_deployment",
+    "queue_from_commandline",
+    "queue_options",
+    "queue_run",
+    "record_queued",
+]
 
 logger = logging.getLogger("prefect_sacred")
 
@@ -175,3 +183,17 @@ def queue_options(options: dict[str, Any] | RunOptions | None) -> RunOptions:
     resolved = options if isinstance(options, RunOptions) else resolve_options(options)
     resolved.recorded.setdefault("--queue", True)
     return resolved
+
+
+def queue_from_commandline(ex: ExperimentLike, request: RunRequest, prog: str) -> QueuedRun:
+    """``-q/--queue``: create the flow run, record it QUEUED, and say where."""
+    try:
+        queued = queue_run(ex, request)
+    except UsageError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    flow_run = f"{queued.flow_run_name} ({queued.flow_run_id})"
+    print(f"Queued run {queued._id} as flow run {flow_run} of {queued.deployment}")
+    for name, where in queued.locations():
+        print(f"Run {queued._id} (QUEUED) stored by {name}: {where}")
+    return queued

@@ -228,7 +228,7 @@ class TrialLifecycle:
             # lists the trials instead (see prefect_sacred.tasks.sweep).
             observers=with_prefect_ui(borrow_observers(observers), enabled=False),
             beat_interval=ex.beat_interval,
-            capture_mode=capture if observers else "no",
+            capture_mode=capture,
             captured_out_filter=ex.captured_out_filter,
             join_timeout=ex.join_timeout,
             beat_events=beat_sender_for,

@@ -239,8 +239,8 @@ def test_unsupported_sacred_features_say_what_to_do_instead() -> None:
         Experiment("x", additional_host_info=[object()])
     with pytest.raises(NotImplementedError, match="additional_cli_options are not supported: register"):
         Experiment("x", additional_cli_options=[object()])
-    with pytest.raises(NotImplementedError, match=r"option_hook is not supported: pass options to ex\.run"):
-        Experiment("x").option_hook(lambda options: None)
+    with pytest.raises(KeyError, match="option_hook functions must have an argument called 'options'"):
+        Experiment("x").option_hook(lambda opts: None)
 
 
 def test_print_dependencies_lists_what_the_module_imports(capsys: pytest.CaptureFixture[str]) -> None:

@@ -309,3 +309,95 @@ def test_log_file_writer_records_tensorflows_log_dirs(monkeypatch: pytest.Monkey
 
     assert ex.run().result == {"logdirs": ["/tmp/logs/a", "/tmp/logs/b"]}
     assert made == ["/tmp/logs/a", "/tmp/logs/b", "/tmp/logs/after"]
+
+
+# --- the experiment's lifecycle, as in Sacred ---------------------------------------------------------
+
+
+def test_option_hooks_see_every_option_and_what_they_change_takes_effect() -> None:
+    ex = tiny()
+    seen: list[dict[str, Any]] = []
+
+    @ex.option_hook
+    def hook(options: dict[str, Any]) -> None:
+        seen.append(dict(options))
+        options["--comment"] = "set by the hook"
+        options["--capture"] = "sys"
+
+    observer = InMemoryObserver()
+    ex.observers.append(observer)
+    run = ex.run(options={"--name": "renamed"})
+    assert seen[0]["--name"] == "renamed" and seen[0]["--comment"] is None and seen[0]["--debug"] is False
+    assert observer.run["meta"]["comment"] == "set by the hook"
+    assert run.capture_mode == "sys" and observer.run["experiment"]["name"] == "renamed"
+
+
+def test_current_run_is_the_live_run_then_the_last_one() -> None:
+    ex = Experiment("current")
+    inside: list[Any] = []
+
+    @ex.main
+    def main(_run: Any) -> int:
+        inside.append(ex.current_run is _run)
+        return 1
+
+    assert ex.current_run is None
+    run = ex.run()
+    assert inside == [True] and ex.current_run is run
+
+
+def test_a_config_scope_gets_log_as_in_sacred(caplog: pytest.LogCaptureFixture) -> None:
+    ex = Experiment("scoped_log")
+
+    @ex.config
+    def cfg(_log: Any) -> None:
+        recipient = "world"
+        _log.warning("configuring for %s", recipient)
+
+    @ex.main
+    def main(recipient: str) -> str:
+        return f"Hello {recipient}!"
+
+    with caplog.at_level("WARNING", logger="scoped_log"):
+        assert ex.run().result == "Hello world!"
+    assert [r.getMessage() for r in caplog.records if r.name == "scoped_log"] == ["configuring for world"]
+    assert "_log" not in ex.run().config
+
+
+def test_captured_functions_keep_the_last_runs_config_after_it() -> None:
+    ex = tiny()
+
+    @ex.capture
+    def depth(layers: Any) -> int:
+        return len(layers)
+
+    ex.run(config_updates={"layers": [1, 2, 3]})
+    assert depth() == 3  # Sacred keeps the last run's config for calls after it
+    assert depth(layers=[1]) == 1
+
+
+def test_captured_output_without_observers() -> None:
+    ex = tiny()
+    assert ex.run().captured_out == "hello\n"
+    assert ex.run(options={"-C": "sys"}).captured_out == "hello\n"
+
+
+def test_automain_returns_so_the_script_goes_on(tmp_path: Path) -> None:
+    import subprocess
+
+    from tests.support import PYTHON, subprocess_env
+
+    script = tmp_path / "auto.py"
+    script.write_text(
+        "from prefect_sacred import Experiment\n"
+        "ex = Experiment('auto')\n"
+        "@ex.automain\n"
+        "def main():\n"
+        "    return 42\n"
+        "print('after automain:', ex.current_run.result)\n"
+    )
+    done = subprocess.run(
+        [PYTHON, str(script)], capture_output=True, text=True, env=subprocess_env(), timeout=300, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "after automain: 42" in done.stdout
