@@ -173,9 +173,13 @@ def reset_bindings(token: contextvars.Token[Mapping[int, Binding] | None]) -> No
 
 
 def set_global_seed(seed: int) -> None:
-    """Seed ``random``, ``numpy`` and ``torch`` (those imported) with ``seed``, as Sacred does."""
+    """Seed ``random``, ``numpy`` (when installed) and ``torch`` (when imported), as Sacred does.
+
+    numpy is imported to be seeded even when the program imports it only later (Sacred imports
+    it at its own import): ``np.random`` then draws the same numbers for the same seed.
+    """
     random.seed(seed)
-    numpy = sys.modules.get("numpy")
+    numpy = _numpy()
     if numpy is not None:
         numpy.random.seed(seed % 2**32)
     torch = sys.modules.get("torch")

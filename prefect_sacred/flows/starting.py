@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import copy
+import random
 import threading
 import typing
 from collections.abc import Iterator
@@ -183,12 +184,41 @@ def build_meta(
     return meta
 
 
+#: Modules of Prefect's event websocket that draw from the global ``random`` (ping payloads,
+#: reconnect jitter) while a run's body executes.
+_WEBSOCKET_MODULES = (
+    "websockets.asyncio.connection",
+    "websockets.client",
+    "websockets.sync.connection",
+    "websockets.legacy.protocol",
+    "websockets.legacy.client",
+)
+
+
+def keep_prefects_draws_off_the_global_random() -> None:
+    """Give Prefect's event websocket a generator of its own.
+
+    It draws from the global ``random`` in the background, so after ``random.seed(seed)`` the
+    run's own ``random.random()`` would differ from Sacred's for the same seed.
+    """
+    import importlib
+
+    for name in _WEBSOCKET_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        if getattr(module, "random", None) is random:
+            module.random = random.Random()  # type: ignore[attr-defined]
+
+
 def call_command(root: Ingredient, run: Any, assembled: Assembled, command: str) -> Any:
     """Run ``command`` of ``root`` with the run's config bound, its hooks around it (as in Sacred).
 
     ``run`` is a :class:`Run` (its ``_run``, its end time and fail trace are set here) or an
     unobserved command's stand-in.
     """
+    keep_prefects_draws_off_the_global_random()
     set_global_seed(assembled.seed)
     bindings = assembled.bindings(run, root.logger if root.logger is not None else UserLog(run.logger, {}))
     function = dict(root.gather_commands())[command]

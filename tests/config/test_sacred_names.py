@@ -401,3 +401,45 @@ def test_automain_returns_so_the_script_goes_on(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "after automain: 42" in done.stdout
+
+
+def test_the_same_seed_gives_sacreds_draws_from_random_and_numpy_whatever_runs_beside(tmp_path: Path) -> None:
+    """In a fresh process: numpy imported only inside main is seeded too (Sacred imports it at
+    its own import), and Prefect's event websocket, connecting and pinging in the background,
+    no longer draws from the global random."""
+    import subprocess
+
+    pytest.importorskip("numpy")
+    from sacred import Experiment as SacredExperiment
+
+    from tests.support import PYTHON, subprocess_env
+
+    def body() -> list[float]:
+        import numpy as np
+
+        return [random.random(), float(np.random.rand())]
+
+    sacred_ex = SacredExperiment("draws", interactive=True)
+    sacred_ex.main(lambda: body())
+    expected = sacred_ex.run(config_updates={"seed": 1}).result
+
+    script = tmp_path / "draws.py"
+    script.write_text(
+        "import json, random, time\n"
+        "from prefect_sacred import Experiment, FileStorageObserver\n"
+        "ex = Experiment('draws')\n"
+        f"ex.observers.append(FileStorageObserver({str(tmp_path / 'runs')!r}))\n"
+        "@ex.main\n"
+        "def main(_run):\n"
+        "    _run.log_scalar('x', 1)\n"
+        "    time.sleep(2.0)  # the heartbeat and Prefect's event worker run meanwhile\n"
+        "    import numpy as np\n"
+        "    return [random.random(), float(np.random.rand())]\n"
+        "print('DRAWS', json.dumps(ex.run(config_updates={'seed': 1}, options={'-b': 0.2}).result))\n"
+    )
+    done = subprocess.run(
+        [PYTHON, str(script)], capture_output=True, text=True, env=subprocess_env(), timeout=300, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    [line] = [line for line in done.stdout.splitlines() if line.startswith("DRAWS ")]
+    assert json.loads(line.removeprefix("DRAWS ")) == expected
