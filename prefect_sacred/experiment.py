@@ -276,9 +276,10 @@ class Experiment(Ingredient):
                 force=force,
                 log=log or self.logger,
             )
-        except (ConfigError, KeyError) as exc:
-            message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
-            raise UsageError(str(message)) from None
+        except ConfigError as exc:  # a UsageError too, of Sacred's type (ConfigAddedError...)
+            raise exc.with_traceback(None) from None
+        except KeyError as exc:  # a key no store can keep (normalize)
+            raise UsageError(str(exc.args[0] if exc.args else exc)) from None
 
     def _build_flow(self, existing: Flow[Any, Any] | None = None) -> Flow[Any, Any]:
         assert self._main is not None

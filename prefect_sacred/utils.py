@@ -1,8 +1,8 @@
 """Small helpers every layer may use: file digests, credential redaction, Sacred's output filter
-and its base error.
+and Sacred's errors.
 
-Sacred users import ``apply_backspaces_and_linefeeds`` and ``SacredError`` from
-``sacred.utils``; here they are ``prefect_sacred.utils`` (and ``prefect_sacred``).
+Sacred users import ``apply_backspaces_and_linefeeds``, ``SacredError``, ``ConfigAddedError``...
+from ``sacred.utils``; here they are in ``prefect_sacred.utils``.
 """
 
 from __future__ import annotations
@@ -12,11 +12,37 @@ import os
 import re
 from typing import Any
 
-__all__ = ["SacredError", "apply_backspaces_and_linefeeds", "md5_of_file", "redact", "without_leading_points"]
+__all__ = [
+    "ConfigAddedError",
+    "ConfigError",
+    "NamedConfigNotFoundError",
+    "SacredError",
+    "UsageError",
+    "apply_backspaces_and_linefeeds",
+    "md5_of_file",
+    "redact",
+    "without_leading_points",
+]
 
 
 class SacredError(Exception):
     """Sacred's base error, for code that catches it (a read-only config changed, ...)."""
+
+
+class UsageError(SacredError, ValueError):
+    """The command line, the options or the config updates of a run are malformed; nothing ran."""
+
+
+class ConfigError(UsageError):
+    """The config cannot be assembled: an unknown entry or named config, a failing scope."""
+
+
+class ConfigAddedError(ConfigError):
+    """A config update sets an entry no config defines and no captured function reads (Sacred's)."""
+
+
+class NamedConfigNotFoundError(ConfigError):
+    """No named config (nor config file) of that name (Sacred's)."""
 
 
 def md5_of_file(path: str | os.PathLike[str]) -> str:

@@ -31,14 +31,18 @@ from prefect_sacred.config.paths import (
 )
 from prefect_sacred.config.scope import ConfigDict, load_config_file
 from prefect_sacred.settings import SETTINGS
+from prefect_sacred.utils import ConfigAddedError, ConfigError, NamedConfigNotFoundError
 
-__all__ = ["Assembled", "ConfigError", "assemble"]
+__all__ = [
+    "Assembled",
+    "ConfigAddedError",
+    "ConfigError",
+    "NamedConfigNotFoundError",
+    "assemble",
+    "silent_log",
+]
 
 logger = logging.getLogger("prefect_sacred")
-
-
-class ConfigError(ValueError):
-    """The config cannot be assembled: an unknown entry or named config, a failing scope."""
 
 
 @dataclass(eq=False)
@@ -81,7 +85,7 @@ class _Scaffold:
         else:
             known = ", ".join(sorted(self.ingredient.named_configs)) or "none"
             where = f" of ingredient {self.path!r}" if self.path else ""
-            raise ConfigError(
+            raise NamedConfigNotFoundError(
                 f"no named config {name!r}{where} (known: {known}), and no config file of that name"
             )
         return unfix(named(fixed=self.updates_recursive(), preset=self.presets, fallback=self.fallback))  # type: ignore[no-any-return]
@@ -96,6 +100,7 @@ class _Scaffold:
         if not self.configurations:
             final.update(copy.deepcopy(self.updates))
         self.config = unfix(final)
+        _keep_fixed_as_given(self.config, self.updates)
         self.mods = ConfigSummary(added={path for path, _ in flatten_items(self.updates)})
         for summary in self.summaries:
             self.mods.narrow(summary)
@@ -196,6 +201,16 @@ def silent_log() -> logging.Logger:
     return silent
 
 
+def _keep_fixed_as_given(config: dict[str, Any], fixed: Mapping[str, Any] | None) -> None:
+    """Fixed entries (config updates) hold what was given: a tuple stays a tuple, as in Sacred."""
+    for path, value in flatten_items(fixed or {}):
+        if isinstance(value, tuple) and get_by_path(config, path, _ABSENT) is not _ABSENT:
+            set_by_path(config, path, copy.deepcopy(value))
+
+
+_ABSENT = object()
+
+
 def _scope_logger(
     root: Ingredient, path: str, given: logging.Logger | logging.LoggerAdapter[Any] | None
 ) -> logging.Logger | logging.LoggerAdapter[Any]:
@@ -293,7 +308,7 @@ def assemble(
         else:
             path, _, name = named.rpartition(".")
             if path not in scaffolds:
-                raise ConfigError(f"no ingredient {path!r} for the named config {named!r}")
+                raise NamedConfigNotFoundError(f"no ingredient {path!r} for the named config {named!r}")
         scaffold = scaffolds[path]
         scaffold.gather_fallbacks()
         evaluated = scaffold.evaluate_named(name)
@@ -360,7 +375,7 @@ def _check_changes(
         elif not force:
             full = join_paths(scaffold.path, added)
             known = ", ".join(sorted(key for key in scaffold.config if key != added.split(".")[0])) or "none"
-            raise ConfigError(
+            raise ConfigAddedError(
                 f"unknown config key {full!r}: no config defines it and no captured function reads it "
                 f"(known: {known}; -f/--force adds it anyway)"
             )

@@ -14,13 +14,9 @@ from typing import Any
 from prefect_sacred.core.capture import CAPTURE_MODES
 from prefect_sacred.observers.base import ObserverLike
 from prefect_sacred.observers.registry import ObserverConfigError, observer_options
-from prefect_sacred.utils import redact
+from prefect_sacred.utils import UsageError, redact
 
 __all__ = ["RUN_OPTIONS", "RunOptions", "UsageError", "resolve_options", "sacred_options"]
-
-
-class UsageError(ValueError):
-    """The command line or the options of ``ex.run`` are malformed."""
 
 
 @dataclass(frozen=True)

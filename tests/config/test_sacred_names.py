@@ -443,3 +443,18 @@ def test_the_same_seed_gives_sacreds_draws_from_random_and_numpy_whatever_runs_b
     assert done.returncode == 0, done.stderr[-2000:]
     [line] = [line for line in done.stdout.splitlines() if line.startswith("DRAWS ")]
     assert json.loads(line.removeprefix("DRAWS ")) == expected
+
+
+def test_config_errors_have_sacreds_types_and_updates_keep_tuples() -> None:
+    from prefect_sacred.utils import ConfigAddedError, NamedConfigNotFoundError, UsageError
+
+    ex = tiny()
+    with pytest.raises(ConfigAddedError, match="unknown config key 'dropout'") as added:
+        ex.run(config_updates={"dropout": 0.5})
+    with pytest.raises(NamedConfigNotFoundError, match="no named config 'large'") as named:
+        ex.run(named_configs=["large"])
+    for caught in (added.value, named.value):  # Sacred's base class, and ours for the command line
+        assert isinstance(caught, SacredError) and isinstance(caught, UsageError)
+    run = ex.run(config_updates={"layers": (3, 4), "optimizer.betas": (0.9, 0.99)})
+    assert run.result["layers"] == (3, 4) and run.result["optimizer"]["betas"] == (0.9, 0.99)
+    assert run.config["layers"] == (3, 4)  # as Sacred gives it; the records store JSON lists
