@@ -168,6 +168,29 @@ def test_automain_runs_the_command_line_of_a_script(tmp_path: Path) -> None:
     assert "x is 21" in (tmp_path / "runs" / "1" / "cout.txt").read_text()
 
 
+def test_loglevel_quiets_prefects_lines_too_and_a_relative_path_is_said_whole(tmp_path: Path) -> None:
+    script = tmp_path / "quiet.py"
+    script.write_text(
+        "from prefect_sacred import Experiment\n"
+        "ex = Experiment('quiet')\n"
+        "@ex.automain\n"
+        "def main():\n"
+        "    print('the body speaks')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, str(script), "-l", "WARNING", "-F", "runs"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=subprocess_env(),
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    said = done.stdout + done.stderr
+    assert "Running hook" not in said and "| INFO" not in said, said
+    assert f"Run 1 (COMPLETED) stored by FileStorageObserver: {tmp_path / 'runs' / '1'}" in done.stdout
+
+
 def test_observer_urls_in_the_environment_choose_observers(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -146,7 +146,8 @@ def parse_value(text: str) -> Any:
 def apply_loglevel(ex: ExperimentLike, loglevel: str) -> None:
     """Set ``-l/--loglevel`` on the loggers of the run's log (process-wide: one run per process)."""
     level: int | str = int(loglevel) if loglevel.isdigit() else loglevel
-    for name in ("prefect.flow_runs", "prefect_sacred", ex.name):
+    # Prefect's lines too: its temporary server's ("prefect") and the hooks' ("prefect.engine").
+    for name in ("prefect", "prefect.engine", "prefect.flow_runs", "prefect_sacred", ex.name):
         logging.getLogger(name).setLevel(level)
     if ex.logger is not None:
         ex.logger.setLevel(level)

@@ -141,7 +141,8 @@ class RunLifecycle:
     def _report(self, flow_run: FlowRun, run: Run) -> None:
         if run.logger is not None:
             places = "; ".join(f"{name}: {where}" for name, where in run.locations())
-            run.logger.info("Run %s %s%s", run._id, run.status, f" (stored by {places})" if places else "")
+            who = f"Run {run._id}" if run._id is not None else "The run (no observer gave it an id)"
+            run.logger.info("%s %s%s", who, run.status, f" (stored by {places})" if places else "")
 
     def _finish_elsewhere(
         self, flow: Flow[Any, Any], flow_run: FlowRun, state: State[Any], interrupted: bool

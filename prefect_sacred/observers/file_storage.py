@@ -247,7 +247,8 @@ class FileStorageObserver(RunEntryObserver):
         return True
 
     def run_location(self) -> str | None:
-        return self.dir
+        # Absolute: a run of a deployment or a relative -F is found from any directory.
+        return os.path.abspath(self.dir) if self.dir else None
 
     # --- run directory --------------------------------------------------------------------------
 

@@ -251,7 +251,7 @@ class TinyDbObserver(RunObserver):
     def run_location(self) -> str | None:
         if self._run_id is None:
             return None
-        return f"{os.path.join(self.root, 'metadata.json')}#run={self._run_id}"
+        return f"{os.path.abspath(os.path.join(self.root, 'metadata.json'))}#run={self._run_id}"
 
     @staticmethod
     def metrics_path(root: str, run_id: Any) -> str:
