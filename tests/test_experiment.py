@@ -420,3 +420,26 @@ def test_metric_values_of_any_numeric_type_are_stored(tmp_path: Any) -> None:
     run = ex.run()
     metrics = json.loads((tmp_path / str(run._id) / "metrics.json").read_text())
     assert metrics["mixed"]["values"] == [1.5, 0.25, True, 3]
+
+
+@pytest.mark.parametrize("outcome", ["COMPLETED", "FAILED"])
+def test_the_last_heartbeat_is_dated_at_the_stop_so_duration_is_the_bodys(outcome: str) -> None:
+    """Omniboard and Sacredboard show (last heartbeat - start) as the duration; Prefect runs the
+    end hooks a second or so after the body, which the final beat must not count."""
+    observer = InMemoryObserver()
+    ex = Experiment("dated")
+    ex.observers.append(observer)
+
+    @ex.main
+    def main() -> int:
+        if outcome == "FAILED":
+            raise ValueError("diverged")
+        return 1
+
+    try:
+        ex.run()
+    except ValueError:
+        pass
+    run = observer.run
+    assert run["status"] == outcome
+    assert run["heartbeat"] == run["stop_time"]

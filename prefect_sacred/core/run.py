@@ -6,6 +6,7 @@ Its observers receive its events through an :class:`~prefect_sacred.core.fanout.
 from __future__ import annotations
 
 import contextvars
+import datetime as dt
 import logging
 import os
 import threading
@@ -270,12 +271,12 @@ class Run:
             self._take_points()
             self._take_output()
 
-    def beat(self) -> None:
-        """Send new metrics and a heartbeat to every started observer."""
+    def beat(self, beat_time: dt.datetime | None = None) -> None:
+        """Send new metrics and a heartbeat (at ``beat_time``, default now) to every started observer."""
         if self._beat_events is not None:
             self._beat_events.beat()  # first: a slow backend must not make the run look dead
         with self._beat_lock:  # a late heartbeat and the final beat must not interleave
-            beat_time = utcnow()
+            beat_time = beat_time or utcnow()
             self._take_points()
             output_delta = self._read_captured_output()
             metrics, self._unbeaten = self._unbeaten, PointBatch()
@@ -345,10 +346,13 @@ class Run:
             self._beat_events.close()
         if self._capture is not None:
             self._capture.stop()
-        if self.fanout.started:
-            self.beat()  # the final beat carries the tail of the output and the last metrics
-        self.status = final_status
         self.stop_time = self.stop_time or utcnow()  # set when the main function returned
+        if self.fanout.started:
+            # The final beat carries the tail of the output and the last metrics. It is dated
+            # at the stop: Omniboard and Sacredboard take (last heartbeat - start) as the
+            # duration, and Prefect runs the end hooks a second or so after the body.
+            self.beat(beat_time=self.stop_time)
+        self.status = final_status
         return True
 
     def _ended(self) -> None:
