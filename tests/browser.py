@@ -103,13 +103,15 @@ class Browser:
         height: int = 1300,
         timeout: float = 30.0,
         settle: float = 0.5,
+        then: tuple[str, Callable[[str], bool]] | None = None,
     ) -> str:
         """The DOM of ``url`` once ``until(dom)`` holds, its images are decoded and the DOM has
         not changed for ``settle`` seconds.
 
         The page opens in a new tab 1280 px wide and ``height`` px high; its screenshot goes
         to ``screenshot``. After ``timeout`` seconds the DOM is returned as it is, for the
-        caller's assertions to say what is missing.
+        caller's assertions to say what is missing. ``then``: a script to run in the page once
+        it is shown (a click), and what the DOM must show afterwards instead of ``until``.
         """
         # One browser context for all pages: its cache keeps the UI's scripts compiled.
         created = self._call("Target.createTarget", url="about:blank")
@@ -126,23 +128,29 @@ class Browser:
             )
             self._call("Emulation.setScrollbarsHidden", session, hidden=True)
             self._call("Page.navigate", session, url=url)
-            deadline = time.monotonic() + timeout
-            html, since = "", time.monotonic()
-            while True:
-                snapshot = self._call("Runtime.evaluate", session, expression=_SNAPSHOT, returnByValue=True)
-                value = snapshot.get("result", {}).get("value") or {"html": "", "settled": False}
-                if value["html"] != html:
-                    html, since = value["html"], time.monotonic()
-                # Shown, and unchanged for `settle` seconds: what loads after (a graph) is in.
-                ready = value["settled"] and until(html) and time.monotonic() - since >= settle
-                if ready or time.monotonic() > deadline:
-                    break
-                time.sleep(0.1)
+            steps = [(None, until), *([then] if then is not None else [])]
+            for script, shows in steps:
+                if script is not None:
+                    self._call("Runtime.evaluate", session, expression=script, userGesture=True)
+                html = self._settled(session, shows, time.monotonic() + timeout, settle)
             shot = self._call("Page.captureScreenshot", session, format="png")
             screenshot.write_bytes(base64.b64decode(shot["data"]))
             return html
         finally:
             self._call("Target.closeTarget", targetId=target)
+
+    def _settled(self, session: str, shows: Callable[[str], bool], deadline: float, settle: float) -> str:
+        html, since = "", time.monotonic()
+        while True:
+            snapshot = self._call("Runtime.evaluate", session, expression=_SNAPSHOT, returnByValue=True)
+            value = snapshot.get("result", {}).get("value") or {"html": "", "settled": False}
+            if value["html"] != html:
+                html, since = value["html"], time.monotonic()
+            # Shown, and unchanged for `settle` seconds: what loads after (a graph) is in.
+            ready = value["settled"] and shows(html) and time.monotonic() - since >= settle
+            if ready or time.monotonic() > deadline:
+                return html
+            time.sleep(0.1)
 
     def close(self) -> None:
         """Stop Chromium and the processes it started (they share its session)."""

@@ -241,3 +241,44 @@ def test_the_deployment_form_describes_each_parameter_and_takes_an_optional_seed
     assert "seed (Optional)" in page and "the random seed for this experiment" in page
     assert "Property is type None" not in page
     _keep(shot)
+
+
+_SUBMIT = """Array.from(document.querySelectorAll('button'))
+    .find((button) => button.textContent.trim() === 'Submit').click()"""
+
+
+def test_the_run_form_submits_with_its_defaults_and_the_run_draws_a_seed(
+    browser: Browser, served: Path, tmp_path: Path
+) -> None:
+    """The UI checks the form against the deployment's schema before it submits: an optional
+    seed whose default is None must be accepted as it is (it was refused, under ``seed``)."""
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment_by_name("experiment/train")
+    only_ours = DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id]))
+
+    def flow_runs() -> list[Any]:
+        with get_client(sync_client=True) as client:
+            return list(client.read_flow_runs(deployment_filter=only_ours))
+
+    before = {run.id for run in flow_runs()}
+    ui = os.environ["PREFECT_UI_URL"].rstrip("/") + "/v2"
+    shot = tmp_path / "deployment-form-submitted.png"
+    page = browser.render(
+        f"{ui}/deployments/deployment/{deployment.id}/run",
+        shot,
+        until=_shows("the random seed for this experiment", "Submit"),
+        then=(_SUBMIT, lambda page: "is not of type" in page or any(r.id not in before for r in flow_runs())),
+    )
+    assert "is not of type" not in page, re.findall(r"[^<>]*is not of type[^<>]*", page)
+    [submitted] = [run for run in flow_runs() if run.id not in before]
+    assert submitted.parameters["epochs"] == 10  # the form's default
+    finished = wait_for(
+        lambda: (run := next(r for r in flow_runs() if r.id == submitted.id)).state.is_final() and run,
+        timeout=180,
+        what="the submitted run to end",
+    )
+    assert finished.state.type == StateType.COMPLETED, finished.state
+    # Submitted without one, the run drew its seed (the watcher fixes it as the run is queued).
+    assert isinstance(finished.parameters["seed"], int)
