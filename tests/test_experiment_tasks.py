@@ -364,3 +364,34 @@ def test_output_of_a_thread_the_trial_starts_is_the_trials() -> None:
     for lr, output in outputs.items():
         assert output.splitlines() == [f"main thread lr={lr}", f"child thread lr={lr}"], output
     assert sorted(outputs) == [0.1, 0.2, 0.5]
+
+
+def test_trials_starting_together_in_a_fresh_process_seed_numpy_without_a_race(tmp_path: Any) -> None:
+    """Each trial seeds numpy as it starts; in a process that has not imported numpy yet, the
+    first trials import it on several threads at once (one saw it half initialised)."""
+    import subprocess
+
+    from tests.support import PYTHON, subprocess_env
+
+    script = tmp_path / "fresh_sweep.py"
+    script.write_text(
+        "import sys\n"
+        "from prefect import flow\n"
+        "from prefect.task_runners import ThreadPoolTaskRunner\n"
+        "from prefect_sacred import Experiment\n"
+        "assert 'numpy' not in sys.modules\n"
+        "ex = Experiment('fresh')\n"
+        "@ex.main\n"
+        "def main(lr=0.1, _rnd=None):\n"
+        "    return lr\n"
+        "task = ex.task()\n"
+        "@flow(task_runner=ThreadPoolTaskRunner(max_workers=8))\n"
+        "def sweep():\n"
+        "    return [f.result() for f in task.map(lr=[0.1 * i for i in range(8)])]\n"
+        "print('RESULTS', sweep())\n"
+    )
+    done = subprocess.run(
+        [PYTHON, str(script)], capture_output=True, text=True, env=subprocess_env(), timeout=300, check=False
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "RESULTS [0.0, 0.1, 0.2" in done.stdout

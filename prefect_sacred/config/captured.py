@@ -47,10 +47,16 @@ def new_seed() -> int:
     return random.SystemRandom().randint(*SEED_RANGE)
 
 
+@functools.cache
+def _numpy_installed() -> bool:
+    return importlib.util.find_spec("numpy") is not None
+
+
 def _numpy() -> Any:
-    if "numpy" in sys.modules:
-        return sys.modules["numpy"]
-    if importlib.util.find_spec("numpy") is None:
+    """numpy, when installed. Imported with ``import``, never read from ``sys.modules``: trials
+    start on several threads at once, and one must wait for another's import to finish rather
+    than take the half-initialised module."""
+    if not _numpy_installed():
         return None
     import numpy
 

@@ -89,8 +89,8 @@ def deployment_config(
         assembled = ex.assemble(updates, list(named), command, force=force)
         ex._check_values(assembled)
     except UsageError as exc:
-        return Prepared(None, command, exc)
-    return Prepared(assembled, command)
+        return Prepared(None, command, exc, updates=updates)
+    return Prepared(assembled, command, updates=updates)
 
 
 def create_run(ex: ExperimentLike, flow_run: FlowRun) -> Run:
@@ -186,7 +186,7 @@ def _as_queued(ex: ExperimentLike, options: RunOptions, prepared: Prepared) -> P
         try:  # the sources here may not be the queuer's
             check_clean(ex)
         except UsageError as exc:
-            return Prepared(prepared.assembled, prepared.command, exc)
+            return Prepared(prepared.assembled, prepared.command, exc, updates=prepared.updates)
     return prepared
 
 

@@ -68,6 +68,9 @@ class Prepared:
     assembled: Assembled | None
     command: str
     error: Exception | None = None
+    #: The config updates it was given (a deployment run: the parameters that differ from the
+    #: form's defaults, and the seed when it has one), Sacred's ``meta.config_updates``.
+    updates: dict[str, Any] | None = None
 
 
 current_request: contextvars.ContextVar[RunRequest | None] = contextvars.ContextVar(
@@ -164,7 +167,9 @@ def build_meta(
     }
     if request is not None and request.config_updates is not None:
         meta["config_updates"] = request.config_updates
-    elif request is None:
+    elif request is None and prepared.updates is not None:
+        meta["config_updates"] = dict(prepared.updates)
+    elif request is None:  # its parameters could not even be read as updates
         meta["config_updates"] = {
             key: value for key, value in (flow_run.parameters or {}).items() if key != NAMED_CONFIGS_PARAMETER
         }

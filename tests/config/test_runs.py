@@ -125,6 +125,10 @@ def test_flow_parameters_are_config_updates_and_derived_entries_follow() -> None
     assert ex.flow(recipient="you", message="Hello world!", times=1) == "HELLO YOU!"
     config = observer.run["config"]
     assert config["message"] == "Hello you!" and config["times"] == 1 and isinstance(config["seed"], int)
+    # Sacred's meaning: only what was updated (replayed in Sacred, the derived message follows).
+    assert observer.run["meta"]["config_updates"] == {"recipient": "you", "times": 1}
+    ex.flow(recipient="you", seed=7)
+    assert observer.run["meta"]["config_updates"] == {"recipient": "you", "seed": 7}
     assert ex.flow(named_configs=["formal"]) == "GOOD DAY, SIR." * 2
     assert observer.run["meta"]["named_configs"] == ["formal"]
 
