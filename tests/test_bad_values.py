@@ -183,6 +183,33 @@ def test_a_metric_value_no_backend_can_store_is_refused_at_the_call(
         assert record.metrics["loss"]["steps"] == [0, 1], name  # the refused call took no step
 
 
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param("x" * 256, id="256-characters"),
+        pytest.param("lo\x00ss", id="nul"),
+        pytest.param("", id="empty"),
+    ],
+)
+def test_a_metric_name_a_backend_cannot_store_is_refused_at_the_call(
+    backends: list[Backend], name: str
+) -> None:
+    """SQL's metric.name holds 255 characters without NUL: such a name was stored by five
+    backends and dropped by the SQL ones; now no backend gets it and the call says why."""
+
+    def body(run: Run) -> str:
+        with pytest.raises(ValueError, match="cannot be stored by every backend") as caught:
+            run.log_scalar(name, 0.5)
+        assert "\n" not in str(caught.value) and len(str(caught.value)) < 300
+        run.log_scalar("x" * 255, 0.25)  # the longest name every backend keeps
+        return "done"
+
+    outcome = observe(backends, body)
+    assert_complete(outcome)
+    for backend, record in outcome.records.items():
+        assert set(record.metrics) - {"before", "after"} == {"x" * 255}, backend
+
+
 ACCEPTED_VALUES = [
     pytest.param(np.float32(0.5), 0.5, id="numpy-float32"),
     pytest.param(np.int64(3), 3.0, id="numpy-int64"),

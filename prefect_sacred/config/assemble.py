@@ -191,6 +191,22 @@ class Assembled:
         return bindings
 
 
+def _check_keys(updates: Mapping[str, Any], path: str = "") -> None:
+    """Config keys are strings (Sacred: "Config-keys have to be strings").
+
+    Raises:
+        ConfigError: naming the key and where it is.
+    """
+    for key, value in updates.items():
+        if not isinstance(key, str):
+            where = f" in {path!r}" if path else ""
+            raise ConfigError(
+                f"config key {key!r}{where} is a {type(key).__name__}: config keys have to be strings"
+            )
+        if isinstance(value, Mapping):
+            _check_keys(value, join_paths(path, key))
+
+
 def silent_log() -> logging.Logger:
     """A logger that says nothing: for a config only looked at (the flow's form, ``--help``)."""
     silent = logging.getLogger("prefect_sacred.silent")
@@ -300,6 +316,7 @@ def assemble(
             name, suffix = _best_match(join_paths(base, path), paths)
             set_by_path(getattr(scaffolds[name], target), suffix, value)
 
+    _check_keys(config_updates or {})
     updates = nest(config_updates or {})
     distribute(updates, "updates")
     for named in named_configs:  # phase 2: named configs become fixed updates

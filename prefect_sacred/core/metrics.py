@@ -7,7 +7,8 @@ memory does not grow with the points a tight loop logs between two beats.
 What a metric point may be (one rule for every backend, applied when it is logged, so a value
 no backend could store never reaches one and never costs the other points of its beat):
 
-* the name is a ``str``;
+* the name is a ``str`` of 1 to :data:`MAX_NAME` characters without NUL (what the SQL backends'
+  ``metric.name`` column holds; the others would store it, SQL would drop it);
 * the value is a real number: ``int``, ``float``, ``bool``, a numpy scalar, a ``Decimal`` or
   any other :class:`numbers.Real` (``Fraction``), stored as a float. NaN and infinities are
   accepted and stored as Sacred stores them (``NaN``/``Infinity`` in JSON files, BSON doubles in
@@ -34,7 +35,10 @@ from array import array
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-__all__ = ["MetricsLogger", "PointBatch", "check_point", "linearize_metrics"]
+__all__ = ["MAX_NAME", "MetricsLogger", "PointBatch", "check_point", "linearize_metrics"]
+
+#: The longest metric name every backend stores (Sacred's SQL schema: VARCHAR(255)).
+MAX_NAME = 255
 
 _EPOCH = dt.datetime(1970, 1, 1)
 _INT64_MIN, _INT64_END = -(2**63), 2**63
@@ -54,6 +58,12 @@ def check_point(name: Any, value: Any, step: Any) -> tuple[Any, Any]:
     """
     if type(name) is not str:
         raise TypeError(f"metric name {name!r} is not a string")
+    if not name or len(name) > MAX_NAME or "\x00" in name:
+        shown = repr(name if len(name) <= 60 else name[:60] + "...")
+        raise ValueError(
+            f"metric name {shown} ({len(name)} characters) cannot be stored by every backend: "
+            f"a name is 1 to {MAX_NAME} characters without NUL (SQL's metric.name column)"
+        )
     return _value(name, value), (step if step is None else _step(name, step))
 
 

@@ -458,3 +458,14 @@ def test_config_errors_have_sacreds_types_and_updates_keep_tuples() -> None:
     run = ex.run(config_updates={"layers": (3, 4), "optimizer.betas": (0.9, 0.99)})
     assert run.result["layers"] == (3, 4) and run.result["optimizer"]["betas"] == (0.9, 0.99)
     assert run.config["layers"] == (3, 4)  # as Sacred gives it; the records store JSON lists
+
+
+@pytest.mark.parametrize(
+    ("updates", "said"), [({"optimizer": {1: "a"}}, "config key 1 in 'optimizer'"), ({2: 3}, "config key 2 ")]
+)
+def test_a_config_key_that_is_no_string_is_one_clear_line(updates: dict[Any, Any], said: str) -> None:
+    from prefect_sacred.utils import ConfigError
+
+    with pytest.raises(ConfigError) as caught:
+        tiny().run(config_updates=updates)
+    assert said in str(caught.value) and "config keys have to be strings" in str(caught.value)
