@@ -81,10 +81,11 @@ def without_leading_points(
 # when that "@" was inside a query-string secret ("?password=a@b"), the value's rest ("after",
 # up to the next "&") is hidden too.
 _USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>\S*)@(?P<after>[^&\s]*)")
-# The same without a scheme ("user:password@host", a URL missing its "postgresql://"): a word
-# that starts a token, a colon, and anything up to the token's last "@".
+# The same without a scheme ("user:password@host", a URL missing its "postgresql://" or
+# mistyped "mongodb:/user:pw@h", "postgresql//user:pw@h"): a word that starts a token or follows
+# a "/", a colon, and anything up to the token's last "@".
 _BARE_USERINFO = re.compile(
-    r"(?<![^\s'\"(=,\[])(?P<user>[A-Za-z][A-Za-z0-9._-]*):(?P<secret>[^\s/][^\s]*)@(?P<after>[^&\s]*)"
+    r"(?<![^\s'\"(=,\[/])(?P<user>[A-Za-z][A-Za-z0-9._-]*):(?P<secret>[^\s/][^\s]*)@(?P<after>[^&\s]*)"
 )
 # key=value (query strings, libpq conninfo) and 'key': 'value' (reprs, JSON) with a secret key.
 _SECRET_KEY = (

@@ -355,6 +355,8 @@ def test_no_password_in_records_logs_or_errors(
         ("--mongo_db", "u:Jujube11x@h:27017:db", "Jujube11x"),
         ("--mongo_db", "mongodb+srv://u:Kumquat12x@h1,h2/db", "Kumquat12x"),
         ("--mongo_db", "mongodb://u:Lemon%Raw13x@h/db", "Raw13x"),
+        ("--mongo_db", "mongodb:/u:Almond14x@h", "Almond14x"),  # a slash short
+        ("--sql", "postgresql+psycopg//u:Bilberry15x@h", "Bilberry15x"),  # no colon after the scheme
     ],
 )
 def test_a_malformed_url_is_one_line_without_its_password(
