@@ -209,19 +209,14 @@ class ObserverFanout:
         Raises:
             ObserverError: an observer failed; it and the observers after it did not start.
         """
-        data = {
-            "ex_info": self._copyable(ex_info, "experiment info"),
-            "host_info": self._copyable(host_info, "host info"),
-            "config": self._copyable(config, "config"),
-            "meta_info": self._copyable(meta_info, "meta info"),
-        }
+        data = self._run_data(ex_info, host_info, config, meta_info)
         for observer in self.observers:
             # Pickled as configured, before the run gives it per-run state (the journal keeps
             # how to rebuild it).
             self._pickles.append(pickled_observer(observer))
             try:
                 returned = observer.started_event(
-                    **{key: copy.deepcopy(value) for key, value in data.items()},
+                    **copy.deepcopy(data),
                     command=command,
                     start_time=start_time,
                     _id=_id,
@@ -254,18 +249,13 @@ class ObserverFanout:
         it the event again, with the run's id, until it takes it or :meth:`join` gives up (then
         it is saved or reported like any other event left).
         """
-        data = {
-            "ex_info": self._copyable(ex_info, "experiment info"),
-            "host_info": self._copyable(host_info, "host info"),
-            "config": self._copyable(config, "config"),
-            "meta_info": self._copyable(meta_info, "meta info"),
-        }
+        data = self._run_data(ex_info, host_info, config, meta_info)
         failed: list[tuple[ObserverLike, DeliveryWorker]] = []
         for observer in self.observers:
             self._add_started(observer)
             try:
                 returned = observer.queued_event(
-                    **{key: copy.deepcopy(value) for key, value in data.items()},
+                    **copy.deepcopy(data),
                     command=command,
                     queue_time=queue_time,
                     _id=_id,
@@ -281,10 +271,25 @@ class ObserverFanout:
             if _id is None:
                 _id = returned
         for observer, worker in failed:
-            kwargs: dict[str, Any] = {key: copy.deepcopy(value) for key, value in data.items()}
-            kwargs.update(command=command, queue_time=queue_time, _id=_id)
+            kwargs: dict[str, Any] = {**copy.deepcopy(data), "command": command, "queue_time": queue_time}
+            kwargs["_id"] = _id
             worker.put(PendingEvent("queued_event", observer.queued_event, (), kwargs))
         return _id
+
+    def _run_data(
+        self,
+        ex_info: dict[str, Any],
+        host_info: dict[str, Any],
+        config: dict[str, Any],
+        meta_info: dict[str, Any],
+    ) -> dict[str, dict[str, Any]]:
+        """The run's records for ``started_event``/``queued_event``, each copyable (see below)."""
+        return {
+            "ex_info": self._copyable(ex_info, "experiment info"),
+            "host_info": self._copyable(host_info, "host info"),
+            "config": self._copyable(config, "config"),
+            "meta_info": self._copyable(meta_info, "meta info"),
+        }
 
     def _copyable(self, values: dict[str, Any], what: str) -> dict[str, Any]:
         """``values``, with each entry that cannot be deep-copied replaced by a marked repr."""

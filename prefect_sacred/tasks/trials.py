@@ -63,7 +63,7 @@ __all__ = ["DEFAULT_TRIAL_CAPTURE", "TrialLifecycle"]
 
 #: A trial's default capture mode: trials share the process with other trials (threads).
 DEFAULT_TRIAL_CAPTURE = "sys"
-#: ExperimentLike records gathered in this process, by the ``ex.task()`` they serve (its token).
+#: Experiment records gathered in this process, by the ``ex.task()`` they serve (its token).
 #: On Dask or Ray each trial unpickles its own lifecycle, and gathering takes 0.1-0.2 s: a memo
 #: of static facts shared by a sweep's trials in a worker (not run state). The newest few stay.
 _GATHERED: dict[str, dict[str, Any]] = {}
